@@ -1,0 +1,1 @@
+"""Analysis of recorded runs: tidy scores, rliable aggregates, tables and figures (never imports torch)."""

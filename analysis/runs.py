@@ -1,0 +1,149 @@
+"""Read the runs of one MLflow experiment into tidy frames (the MLflow conventions of docs/architecture.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pandas as pd
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from suite.errors import UserError
+
+SCORE_KEY = "eval/normalized_score"
+RETURN_KEY = "eval/return"
+# Keys of an override that say which cell a run is, not which variant of an algorithm: never a sweep axis.
+CELL_KEYS = {"algo", "dataset", "seed"}
+RUN_COLUMNS = ["run_id", "algorithm", "dataset", "seed", "status", "offline_steps", "overrides", "git_sha",
+               "git_dirty", "error", "n_evals", "start_time"]
+SCORE_COLUMNS = ["run_id", "algorithm", "dataset", "seed", "step", "phase", "return", "normalized_score"]
+# MLflow's own run status, used only where the `baq.status` tag is missing or stale.
+_MLFLOW_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed", "RUNNING": "running",
+                  "SCHEDULED": "running"}
+
+
+@dataclass
+class LoadedRuns:
+    """Everything read from one experiment: one row per run, one row per (run, eval step)."""
+
+    experiment: str
+    runs: pd.DataFrame
+    scores: pd.DataFrame
+    override_keys: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def flatten_overrides(overrides: dict, prefix: str = "") -> dict[str, object]:
+    """Flatten nested override dicts into dotted keys; lists become JSON text so that they fit a CSV cell."""
+    flat: dict[str, object] = {}
+    for key, value in overrides.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_overrides(value, prefix=f"{name}."))
+        elif isinstance(value, list | tuple):
+            flat[name] = json.dumps(list(value))
+        else:
+            flat[name] = value
+    return {k: v for k, v in flat.items() if k not in CELL_KEYS}
+
+
+def _status(tags: dict[str, str], mlflow_status: str) -> str:
+    tagged = tags.get("baq.status")
+    fallback = _MLFLOW_STATUS.get(mlflow_status, "running")
+    if tagged is None:
+        return fallback
+    # A process killed hard leaves `baq.status=running`; MLflow may still know it failed.
+    if tagged == "running" and fallback == "failed":
+        return "failed"
+    return tagged
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> pd.Series:
+    """Metric history as a step-indexed series; a metric logged twice for a step (resume) keeps the last."""
+    metrics = client.get_metric_history(run_id, key)
+    if not metrics:
+        return pd.Series(dtype=float, name=key)
+    frame = pd.DataFrame([(m.step, m.timestamp, m.value) for m in metrics], columns=["step", "ts", "value"])
+    frame = frame.sort_values(["step", "ts"], kind="stable").drop_duplicates("step", keep="last")
+    return frame.set_index("step")["value"].rename(key)
+
+
+def _all_runs(client: MlflowClient, experiment_id: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(float(text)) if text is not None else None
+    except ValueError:
+        return None
+
+
+def load_runs(experiment: str, tracking_uri: str | None) -> LoadedRuns:
+    """Read every active run of `experiment` with its eval histories; runs not made by the suite are skipped."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise UserError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}; "
+                        f"experiments there: {', '.join(names) or '(none)'}")
+    warnings: list[str] = []
+    run_rows, score_frames = [], []
+    for run in _all_runs(client, found.experiment_id):
+        tags, params, run_id = run.data.tags, run.data.params, run.info.run_id
+        algorithm = tags.get("baq.algo", params.get("algo"))
+        dataset = tags.get("baq.dataset", params.get("dataset"))
+        seed = _int_or_none(tags.get("baq.seed", params.get("seed")))
+        offline_steps = _int_or_none(tags.get("baq.offline_steps", params.get("offline_steps")))
+        if algorithm is None or dataset is None or seed is None or offline_steps is None:
+            warnings.append(f"run {run_id} skipped: it lacks the baq.algo/baq.dataset/baq.seed/"
+                            "baq.offline_steps tags, so it was not recorded by the suite")
+            continue
+        try:
+            overrides = flatten_overrides(json.loads(tags.get("baq.overrides") or "{}"))
+        except (json.JSONDecodeError, AttributeError):
+            warnings.append(f"run {run_id}: tag baq.overrides is not a JSON object; read as no overrides")
+            overrides = {}
+        scores = _history(client, run_id, SCORE_KEY)
+        returns = _history(client, run_id, RETURN_KEY)
+        history = pd.concat([returns.rename("return"), scores.rename("normalized_score")], axis=1)
+        history = history.rename_axis("step").reset_index().sort_values("step")
+        history["step"] = history["step"].astype(int)
+        identity = {"run_id": run_id, "algorithm": algorithm.lower(), "dataset": dataset, "seed": seed}
+        if len(history):
+            history = history.assign(**identity)
+            history["phase"] = history["step"].map(lambda s, o=offline_steps: "offline" if s <= o else "online")
+            score_frames.append((history, overrides))
+        run_rows.append(({**identity, "status": _status(tags, run.info.status), "offline_steps": offline_steps,
+                          "overrides": json.dumps(overrides, sort_keys=True),
+                          "git_sha": tags.get("git.sha", ""),
+                          "git_dirty": tags.get("git.dirty", ""), "error": tags.get("baq.error", ""),
+                          "n_evals": int(history["normalized_score"].notna().sum()),
+                          "start_time": int(run.info.start_time or 0)}, overrides))
+    if not run_rows:
+        raise UserError(f"experiment {experiment!r} has no runs recorded by the suite (tags baq.algo, "
+                        "baq.dataset, baq.seed, baq.offline_steps)")
+    keys = sorted({k for _, overrides in run_rows for k in overrides})
+    # An override named like a standard column (e.g. `offline_steps`) gets a prefix rather than clobbering it.
+    column_of = {k: (f"override.{k}" if k in RUN_COLUMNS or k in SCORE_COLUMNS else k) for k in keys}
+    override_keys = [column_of[k] for k in keys]
+
+    def _with_overrides(row: dict, overrides: dict) -> dict:
+        return {**row, **{column_of[k]: v for k, v in overrides.items()}}
+
+    runs = pd.DataFrame([_with_overrides(r, o) for r, o in run_rows]).reindex(columns=RUN_COLUMNS + override_keys)
+    columns = SCORE_COLUMNS + override_keys
+    scores = (pd.concat([h.assign(**{column_of[k]: v for k, v in o.items()}) for h, o in score_frames],
+                        ignore_index=True).reindex(columns=columns) if score_frames
+              else pd.DataFrame(columns=columns))
+    scores = scores.sort_values(["algorithm", "dataset", "seed", "run_id", "step"], kind="stable")
+    return LoadedRuns(experiment, runs.reset_index(drop=True), scores.reset_index(drop=True), override_keys,
+                      warnings)

@@ -1,0 +1,48 @@
+"""Sessions: `nox -s quickstart` (install, run a small real matrix, write its report), `nox -s tests`,
+`nox -s lint`, `nox -s bench` (throughput against d3rlpy and the roofline)."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests"]
+# torch 2.13.0 is a CPU wheel on these machines' disk; an unpinned torch pulls a multi-GB CUDA build, and uv
+# does not see the local wheel, so installs go through pip with torch pinned first.
+TORCH = os.environ.get("BAQ_TORCH", "torch==2.13.0")
+
+
+def install(session: nox.Session, extras: str = "") -> None:
+    session.install(TORCH)
+    session.install("-e", f".{extras}")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    install(session, "[dev]")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs, env={"MPLBACKEND": "Agg"})
+
+
+@nox.session
+def quickstart(session: nox.Session) -> None:
+    install(session)
+    matrix = "experiments/quickstart.toml"
+    session.run("baq", "run", matrix)
+    session.run("baq", "report", matrix)
+    session.log("Results: results/quickstart/  (table.md, aggregates.csv, figures, README.md)")
+    session.log("MLflow store: results/mlflow.db  ->  mlflow ui --backend-store-uri sqlite:///results/mlflow.db")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    install(session)
+    session.install("d3rlpy")
+    session.run("python", "benchmarks/throughput.py", *session.posargs)

@@ -1,0 +1,1 @@
+"""BAQ Suite core: data, envs, buffers, networks, training loop, tracking, runner, CLI."""

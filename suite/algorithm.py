@@ -1,0 +1,160 @@
+"""The one interface every algorithm implements, and the registry that maps names to algorithms.
+
+An algorithm turns batches into gradient updates and metrics. It never touches MLflow, files, envs or the CLI:
+the training loop (`suite.train`) owns all of that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from suite.errors import UserError
+
+
+class Batch(NamedTuple):
+    """A minibatch of transitions on the training device. `done` is 1.0 only for true terminations."""
+
+    obs: torch.Tensor
+    act: torch.Tensor
+    rew: torch.Tensor
+    next_obs: torch.Tensor
+    done: torch.Tensor
+    # Set by prioritized samplers: importance-sampling weights (B,) and buffer indices (B,).
+    weight: torch.Tensor | None = None
+    index: torch.Tensor | None = None
+
+
+# actor_penalty(obs, actor) -> per-sample penalty (B,) added to the actor loss (BAQ's behaviour consistency).
+ActorPenalty = Callable[[torch.Tensor, nn.Module], torch.Tensor]
+
+
+class Algorithm(ABC):
+    """Base class. Subclasses set `Config` (a dataclass whose defaults cite their source) and implement:
+
+    - `update(batch, critic_weight=None, actor_penalty=None)`: one gradient step. `critic_weight` (B,) weights
+      each sample's critic (TD) loss, `actor_penalty` adds a per-sample term to the actor loss; with both
+      None the update is exactly the paper's. Returns detached 0-dim tensors (floats on demand).
+    - `act(obs, deterministic)`: actions in [-1, 1] for a batch of (normalised) observations.
+    - `actor`: the policy module (BAQ regularises it and may copy it as a behaviour model).
+    """
+
+    Config: ClassVar[type]
+    name: ClassVar[str] = ""
+    actor: nn.Module
+
+    def __init__(self, cfg: Any, obs_dim: int, act_dim: int, device: torch.device | str = "cpu") -> None:
+        self.cfg = cfg
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
+        self.device = torch.device(device)
+
+    @abstractmethod
+    def update(
+        self,
+        batch: Batch,
+        critic_weight: torch.Tensor | None = None,
+        actor_penalty: ActorPenalty | None = None,
+    ) -> dict[str, torch.Tensor]: ...
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        if deterministic:
+            return self.actor.deterministic(obs)
+        return self.actor.sample(obs)[0]
+
+    def reward_transform(self, episode_returns: np.ndarray) -> tuple[float, float]:
+        """(scale, bias) applied as r' = scale·r + bias to offline and online rewards. Default: none."""
+        return 1.0, 0.0
+
+    def on_online_start(self, buffer: Any) -> None:
+        """Called once at the offline→online switch, with the replay buffer holding the offline data."""
+
+    def on_online_step(self, step: int) -> None:
+        """Called before the updates of each online env step (`step` counts online steps from 1)."""
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every network and optimiser worth saving, by name. Subclasses list theirs."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: m.state_dict() for name, m in self.modules().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, m in self.modules().items():
+            m.load_state_dict(state[name])
+
+
+_REGISTRY: dict[str, type[Algorithm]] = {}
+
+
+def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
+    def deco(cls: type[Algorithm]) -> type[Algorithm]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_all() -> None:
+    importlib.import_module("algorithms")
+
+
+def algorithm_names() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get_algorithm(name: str) -> type[Algorithm]:
+    _load_all()
+    if name not in _REGISTRY:
+        raise UserError(f"unknown algorithm {name!r}; accepted: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The algorithm's config dataclass with `overrides` applied; unknown keys and bad types are UserErrors."""
+    cls = get_algorithm(name)
+    return apply_overrides(cls.Config(), overrides or {}, where=f"algorithm {name!r}")
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise UserError(f"unknown parameter {key!r} for {where}; accepted: {', '.join(sorted(fields))}")
+        changes[key] = _coerce(value, getattr(cfg, key), key, where)
+    return dataclasses.replace(cfg, **changes)
+
+
+def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
+    """Accept a value when it has the default's type (ints for floats, lists for tuples)."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float) and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif isinstance(default, tuple) and isinstance(value, list | tuple):
+        return tuple(value)
+    elif isinstance(value, type(default)):
+        return value
+    raise UserError(
+        f"parameter {key!r} of {where} must be {type(default).__name__}, got {value!r} ({type(value).__name__})"
+    )
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

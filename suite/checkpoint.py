@@ -1,0 +1,76 @@
+"""Atomic checkpoint files and the exact state of a MuJoCo env mid-episode."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load(path: Path) -> dict[str, Any]:
+    # weights_only=False: our own files hold numpy RNG states and pickled MuJoCo data, not just tensors.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def env_state(env: gym.Env) -> dict[str, Any]:
+    """Everything that decides the env's future: the full MjData (warm-start fields included, so the resumed
+    simulation is bit-identical), the time-limit counter and the reset RNG."""
+    base = env.unwrapped
+    state: dict[str, Any] = {"np_random": base.np_random.bit_generator.state, "elapsed": _elapsed(env)}
+    if hasattr(base, "data"):
+        state["mjdata"] = pickle.dumps(base.data)
+    return state
+
+
+def restore_env_state(env: gym.Env, state: dict[str, Any]) -> None:
+    import mujoco
+
+    base = env.unwrapped
+    base.np_random.bit_generator.state = state["np_random"]
+    if "mjdata" in state:
+        mujoco.mj_copyData(base.data, base.model, pickle.loads(state["mjdata"]))
+    w = env
+    while isinstance(w, gym.Wrapper):
+        if hasattr(w, "_elapsed_steps"):
+            w._elapsed_steps = state["elapsed"]
+        w = w.env
+
+
+def _elapsed(env: gym.Env) -> int | None:
+    w = env
+    while isinstance(w, gym.Wrapper):
+        if hasattr(w, "_elapsed_steps"):
+            return w._elapsed_steps
+        w = w.env
+    return None

@@ -1,0 +1,213 @@
+"""`baq`: train one run, run a matrix, show its status, write its report, manage datasets.
+
+The CLI is thin: every subcommand parses its arguments and calls one function of the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from suite.errors import UserError
+
+
+def _parse_value(text: str) -> Any:
+    """TOML scalar/array syntax for --set values (1e-4, true, [256, 256], "cosine"); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = _parse_value(value.strip())
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from suite.launch import launch
+    from suite.progress_bar import TrainProgress
+    from suite.train import TrainConfig
+
+    cfg = TrainConfig(
+        algo=args.algo, dataset=args.dataset, seed=args.seed, offline_steps=args.offline_steps,
+        online_steps=args.online_steps, batch_size=args.batch_size, utd=args.utd,
+        eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
+        checkpoint_interval=args.checkpoint_interval, log_interval=args.log_interval,
+        max_episode_steps=args.max_episode_steps, device=args.device, algo_params=_parse_sets(args.set),
+    ).validate()
+    run_dir = Path(args.run_dir) if args.run_dir else (
+        Path(os.environ.get("BAQ_RESULTS_DIR", "results")) / "train"
+        / f"{cfg.algo}-{cfg.dataset.replace(':', '-').replace('/', '-')}-s{cfg.seed}"
+    )
+    _set_threads(args.threads)
+    with TrainProgress(cfg) as bar:
+        result = launch(cfg, args.experiment, run_dir, args.tracking_uri, progress=bar.update)
+    print(f"offline normalized score: {_fmt(result.offline_score)}")
+    print(f"online normalized score:  {_fmt(result.online_score)}")
+    print(f"MLflow run {result.run_id} in experiment {args.experiment!r} at {_uri(args.tracking_uri)}")
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from suite.matrix import load_matrix
+    from suite.runner import print_dry_run, run_matrix
+
+    matrix = load_matrix(Path(args.file))
+    if args.dry_run:
+        print_dry_run(matrix)
+        return 0
+    return run_matrix(
+        matrix, workers=args.workers, backend=args.backend, address=args.address, force=args.force,
+        tracking_uri=args.tracking_uri, results_dir=Path(os.environ.get("BAQ_RESULTS_DIR", "results")),
+    )
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from suite.matrix import load_matrix
+    from suite.runner import matrix_status
+
+    return matrix_status(load_matrix(Path(args.file)), args.tracking_uri)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import report_cli
+
+    return report_cli(args.source, tracking_uri=args.tracking_uri, seed=args.seed, reps=args.reps,
+                      out_root=Path(args.out) if args.out else None)
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from suite import data
+
+    if args.action == "list":
+        for row in data.list_datasets():
+            print("  ".join(f"{k}={v}" for k, v in row.items()))
+    elif args.action == "info":
+        print(json.dumps(data.dataset_info(args.id), indent=2, default=str))
+    elif args.action == "build":
+        name = args.id.removeprefix("local:")
+        ds = data.build_local(name, n_transitions=args.transitions, seed=args.seed, force=args.force)
+        print(f"built local:{name}: {len(ds)} transitions, sha256 {ds.sha256[:12]}")
+    return 0
+
+
+def _cmd_algos(args: argparse.Namespace) -> int:
+    from suite.algorithm import algorithm_names, config_dict, make_config
+
+    names = [args.name] if args.name else algorithm_names()
+    for name in names:
+        print(f"{name}: {json.dumps(config_dict(make_config(name)))}")
+    return 0
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def _uri(uri: str | None) -> str:
+    from suite.tracking import default_tracking_uri
+
+    return uri or default_tracking_uri()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="baq", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one algorithm offline then online, tracked in MLflow")
+    t.add_argument("--algo", default="iql", help="algorithm name (see `baq algos`)")
+    t.add_argument("--dataset", default="local:halfcheetah-medium",
+                   help="dataset id: d4rl:<name>, minari:<id> or local:<env>-<quality>")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--offline-steps", type=int, default=1_000_000)
+    t.add_argument("--online-steps", type=int, default=1_000_000)
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--utd", type=int, default=1, help="gradient updates per online env step")
+    t.add_argument("--eval-interval", type=int, default=5_000)
+    t.add_argument("--eval-episodes", type=int, default=10)
+    t.add_argument("--checkpoint-interval", type=int, default=50_000)
+    t.add_argument("--log-interval", type=int, default=1_000)
+    t.add_argument("--max-episode-steps", type=int, default=1_000)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="algorithm parameter override, repeatable (e.g. --set expectile=0.9)")
+    t.add_argument("--experiment", default="baq", help="MLflow experiment name")
+    t.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+                   "or sqlite:///results/mlflow.db)")
+    t.add_argument("--run-dir", default=None, help="checkpoint directory; an existing checkpoint is resumed")
+    t.set_defaults(func=_cmd_train)
+
+    r = sub.add_parser("run", help="run an experiment matrix (algorithms x datasets x seeds x overrides)")
+    r.add_argument("file", help="matrix file, e.g. experiments/quickstart.toml")
+    r.add_argument("--workers", type=int, default=None, help="parallel processes (default: cores)")
+    r.add_argument("--backend", choices=["local", "ray"], default="local")
+    r.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
+    r.add_argument("--force", action="store_true", help="rerun finished cells")
+    r.add_argument("--dry-run", action="store_true", help="print the expanded cells and exit")
+    r.add_argument("--tracking-uri", default=None)
+    r.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("status", help="show a matrix's state from MLflow")
+    s.add_argument("file")
+    s.add_argument("--tracking-uri", default=None)
+    s.set_defaults(func=_cmd_status)
+
+    rep = sub.add_parser("report", help="score table, rliable aggregates and figures into results/<name>/")
+    rep.add_argument("source", help="matrix file or MLflow experiment name")
+    rep.add_argument("--seed", type=int, default=0, help="bootstrap seed (same seed -> identical intervals)")
+    rep.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions")
+    rep.add_argument("--out", default=None, help="output root (default: results/)")
+    rep.add_argument("--tracking-uri", default=None)
+    rep.set_defaults(func=_cmd_report)
+
+    d = sub.add_parser("datasets", help="build, list and inspect datasets")
+    dsub = d.add_subparsers(dest="action", required=True)
+    b = dsub.add_parser("build", help="build a local D4RL-protocol dataset from the behaviour files")
+    b.add_argument("id", help="local:<env>-<quality>, e.g. local:hopper-medium")
+    b.add_argument("--transitions", type=int, default=1_000_000)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--force", action="store_true")
+    dsub.add_parser("list", help="list known and built datasets")
+    i = dsub.add_parser("info", help="statistics of one dataset")
+    i.add_argument("id")
+    d.set_defaults(func=_cmd_datasets)
+
+    a = sub.add_parser("algos", help="list algorithms and their default configs")
+    a.add_argument("name", nargs="?")
+    a.set_defaults(func=_cmd_algos)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"baq: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("baq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

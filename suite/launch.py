@@ -1,0 +1,66 @@
+"""Run one training as one MLflow run: create or continue the run, tag it, end it FINISHED or FAILED.
+
+The CLI's `baq train` and the matrix runner both come through here, so every run is recorded the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from suite.checkpoint import atomic_write_text
+from suite.tracking import MLflowSink, default_tracking_uri, git_info, package_versions
+from suite.train import TrainConfig, TrainResult, train
+
+RUN_FILE = "run.json"
+
+
+def run_tags(cfg: TrainConfig) -> dict[str, str]:
+    return {
+        "baq.algo": cfg.algo, "baq.dataset": cfg.dataset, "baq.seed": str(cfg.seed),
+        "baq.offline_steps": str(cfg.offline_steps), "baq.online_steps": str(cfg.online_steps),
+        "baq.status": "running", "device": cfg.device if cfg.device != "cpu" else f"cpu ({torch.get_num_threads()} thread)",
+        **git_info(), **package_versions(),
+    }
+
+
+def launch(
+    cfg: TrainConfig,
+    experiment: str,
+    run_dir: Path,
+    tracking_uri: str | None = None,
+    tags: dict[str, str] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train `cfg` in `run_dir`, resuming the run recorded there if it was interrupted. Exceptions end the
+    MLflow run as FAILED with the reason in the `baq.error` tag, and are re-raised."""
+    cfg.validate()
+    uri = tracking_uri or default_tracking_uri()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = run_dir / RUN_FILE
+    run_id = None
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("tracking_uri") == uri:
+            run_id = saved["run_id"]
+    all_tags = {**run_tags(cfg), **(tags or {})}
+    name = f"{cfg.algo}-{cfg.dataset.split(':', 1)[-1].replace('/', '-')}-s{cfg.seed}"
+    sink = MLflowSink(experiment, run_name=name, tracking_uri=uri, run_id=run_id, tags=all_tags)
+    atomic_write_text(record, json.dumps({"run_id": sink.run_id, "tracking_uri": uri, "experiment": experiment}))
+    try:
+        result = train(cfg, sink, run_dir, progress)
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        try:
+            sink.set_tags({"baq.traceback": traceback.format_exc()[-4000:]})
+            sink.end("FAILED" if not isinstance(exc, KeyboardInterrupt) else "KILLED", reason)
+        except Exception:
+            pass  # the store itself may be what failed; the original error matters more
+        raise
+    sink.end("FINISHED")
+    return result

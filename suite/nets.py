@@ -1,0 +1,178 @@
+"""Networks shared by every algorithm: MLPs, batched critic ensembles, Gaussian policies, target updates."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+
+def mlp(
+    in_dim: int,
+    out_dim: int,
+    hidden: Sequence[int] = (256, 256),
+    output_activation: nn.Module | None = None,
+    dropout: float | None = None,
+    layer_norm: bool = False,
+) -> nn.Sequential:
+    """ReLU MLP, the 2×256 default of IQL/CQL/AWAC (CORL uses the same for every locomotion config)."""
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden]
+    for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+        layers.append(nn.Linear(d_in, d_out))
+        if layer_norm:
+            layers.append(nn.LayerNorm(d_out))
+        layers.append(nn.ReLU())
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(dims[-1], out_dim))
+    if output_activation is not None:
+        layers.append(output_activation)
+    return nn.Sequential(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    """`n` independent linear layers evaluated with one batched matmul (input and output shaped (n, B, ·))."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
+        # Same initialisation as n separate nn.Linear layers (kaiming-uniform, a=sqrt(5)).
+        bound = 1.0 / math.sqrt(in_dim)
+        for i in range(n):
+            nn.init.kaiming_uniform_(self.weight[i].T, a=math.sqrt(5))
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class CriticEnsemble(nn.Module):
+    """`n` Q-functions Q_i(s, a) as one batched network; returns shape (n, B).
+
+    Twin critics (n=2) are the clipped double-Q of TD3/SAC that IQL, CQL and AWAC all use; batching them into
+    one matmul per layer halves the kernel launches of two separate MLPs.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, n: int = 2, hidden: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        self.n = n
+        dims = [obs_dim + act_dim, *hidden]
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+            layers += [EnsembleLinear(n, d_in, d_out), nn.ReLU()]
+        layers.append(EnsembleLinear(n, dims[-1], 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, act], dim=-1)
+        if x.dim() == 2:  # same input for every member
+            x = x.unsqueeze(0).expand(self.n, -1, -1)
+        return self.net(x).squeeze(-1)
+
+
+class ValueNet(nn.Module):
+    """State value V(s) (IQL)."""
+
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, 1, hidden)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+class GaussianPolicy(nn.Module):
+    """Gaussian policy with tanh-bounded mean and state-independent log-std (IQL's and AWAC's actor).
+
+    The mean is squashed into the action box and the distribution itself is not, as in the IQL reference code;
+    log-std is clamped to [log_std_min, log_std_max].
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        log_std_min: float = -5.0,
+        log_std_max: float = 2.0,
+        dropout: float | None = None,
+        tanh_mean: bool = True,
+    ) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, act_dim, hidden, nn.Tanh() if tanh_mean else None, dropout=dropout)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def distribution(self, obs: torch.Tensor) -> Normal:
+        std = self.log_std.clamp(self.log_std_min, self.log_std_max).exp()
+        return Normal(self.net(obs), std)
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.distribution(obs).log_prob(act).sum(-1)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).clamp(-1.0, 1.0)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.distribution(obs)
+        act = dist.rsample()
+        return act.clamp(-1.0, 1.0), dist.log_prob(act).sum(-1)
+
+
+class TanhGaussianPolicy(nn.Module):
+    """SAC's tanh-squashed Gaussian with state-dependent log-std (CQL's actor; Haarnoja et al. 2018)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.trunk = mlp(obs_dim, 2 * act_dim, hidden)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def _mean_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.trunk(obs).chunk(2, dim=-1)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max).exp()
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised action in (-1, 1) and its log-probability (with the tanh change of variables)."""
+        mean, std = self._mean_std(obs)
+        u = mean + std * torch.randn_like(mean)
+        act = torch.tanh(u)
+        return act, _tanh_gaussian_log_prob(u, mean, std)
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        mean, std = self._mean_std(obs)
+        eps = 1e-6  # keep atanh finite for dataset actions at the box edge
+        u = torch.atanh(act.clamp(-1.0 + eps, 1.0 - eps))
+        return _tanh_gaussian_log_prob(u, mean, std)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self._mean_std(obs)[0])
+
+
+def _tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    log_prob = Normal(mean, std).log_prob(u).sum(-1)
+    # log|d tanh(u)/du| = 2(log 2 − u − softplus(−2u)), the numerically stable form used by SAC implementations.
+    correction = 2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))
+    return log_prob - correction.sum(-1)
+
+
+@torch.no_grad()
+def soft_update_(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging θ' ← (1 − τ)θ' + τθ for all parameters in one fused foreach call."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def parameters_of(*modules: nn.Module) -> Iterable[nn.Parameter]:
+    for m in modules:
+        yield from m.parameters()
