@@ -4,8 +4,8 @@ Edge of the Statistical Precipice"; the `rliable` package).
 
 Reproducibility: rliable's bootstraps draw their indices from numpy's *global* RNG (`np.random.choice` in
 `StratifiedBootstrap.update_indices`), so every estimate runs inside `seeded_global_rng`, which seeds the
-global RNG from (seed, what is estimated, for which method) and restores the caller's state afterwards. Seeding
-per estimate, not once, keeps a method's intervals independent of which other methods are in the report."""
+global RNG from (seed, what is estimated, for which method) and restores the caller's state afterwards.
+Seeding per estimate, not once, keeps a method's intervals independent of the other methods in the report."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> fl
 
 
 def score_distribution(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
-    """Fraction of all run × task scores above each threshold (rliable's `score_distributions`, vectorised)."""
+    """Fraction of all run × task scores above each threshold (rliable's `score_distributions`, vectorised).
+    """
     return (scores.reshape(-1)[:, None] > np.asarray(taus)[None, :]).mean(axis=0)
 
 
@@ -93,7 +94,7 @@ def _task_set(finals: pd.DataFrame, datasets: list[str], warnings: list[str]) ->
 
 
 def score_matrices(analysis: Analysis) -> ScoreMatrices:
-    """Build per-method matrices over the common seeds; what is dropped to make them rectangular is reported."""
+    """Per-method matrices over the common seeds; what is dropped to make them rectangular is reported."""
     warnings: list[str] = []
     finals = analysis.finals
     tasks, methods = _task_set(finals, analysis.datasets, warnings) if len(finals) else ([], [])
@@ -108,14 +109,15 @@ def score_matrices(analysis: Analysis) -> ScoreMatrices:
             warnings.append(f"{method} left out of the aggregates: no seed finished on every task")
             continue
         if extra:
-            warnings.append(f"{method}: {extra} run(s) dropped from the aggregates to keep the seeds common to "
-                            f"all tasks (seeds {', '.join(map(str, seeds))})")
+            warnings.append(f"{method}: {extra} run(s) dropped from the aggregates to keep the seeds "
+                            f"common to all tasks (seeds {', '.join(map(str, seeds))})")
         inside = mine[mine["seed"].isin(seeds)]
         members.append(inside[["method", "dataset", "seed", "run_id"]])
         for phase in PHASES:
             table = inside.pivot(index="seed", columns="dataset", values=phase).loc[seeds, tasks]
             if table.isna().to_numpy().any():
-                warnings.append(f"{method}: no {phase} score for some runs; left out of the {phase} aggregates")
+                warnings.append(f"{method}: no {phase} score for some runs; left out of the {phase} "
+                                "aggregates")
                 continue
             matrices[phase][method] = table.to_numpy(dtype=float)
     members_frame = (pd.concat(members, ignore_index=True) if members

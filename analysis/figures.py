@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.stats
+import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from rliable import plot_utils
 
 from analysis.aggregate import METRICS
@@ -22,9 +24,8 @@ def _switch_lines(ax, steps: list[int]) -> None:
         ax.axvline(step, color="0.35", linestyle="--", linewidth=1.0, zorder=1)
 
 
-def _legend(fig: Figure, ax_or_axes, methods: list[str], colors: dict) -> None:
-    from matplotlib.lines import Line2D
-
+def _legend(fig: Figure, methods: list[str], colors: dict) -> None:
+    """One legend for the whole figure, below the panels (constrained layout keeps it in the saved area)."""
     handles = [Line2D([], [], color=colors[m], linewidth=2.0) for m in methods]
     ncols = min(len(methods), 4)
     fig.legend(handles, methods, loc="outside lower center", ncols=ncols, frameon=False)
@@ -70,7 +71,7 @@ def learning_curves(curves: pd.DataFrame, methods: list[str], datasets: list[str
         ax.set_ylabel(SCORE_LABEL)
     for ax in axes[max(0, len(datasets) - ncols):len(datasets)]:
         ax.set_xlabel("Step")
-    _legend(fig, axes, methods, colors)
+    _legend(fig, methods, colors)
     return fig
 
 
@@ -88,7 +89,7 @@ def iqm_curve(curves: pd.DataFrame, methods: list[str], colors: dict, switches: 
     ax.xaxis.set_major_formatter(STEP_FORMATTER)
     ax.set_xlabel("Step")
     ax.set_ylabel(f"IQM {SCORE_LABEL.lower()}")
-    _legend(fig, ax, shown, colors)
+    _legend(fig, shown, colors)
     return fig
 
 
@@ -136,7 +137,7 @@ def performance_profiles(profiles: dict[str, pd.DataFrame], methods: list[str], 
             xlabel=rf"{SCORE_LABEL} ($\tau$)", ylabel=r"Fraction of runs with score $> \tau$" if ax is axes[0]
             else "", labelsize=10, ticklabelsize=9, wrect=4, hrect=4)
         ax.set_title(PHASE_TITLES[phase])
-    _legend(fig, axes, shown, colors)
+    _legend(fig, shown, colors)
     return fig
 
 
@@ -174,8 +175,6 @@ def sensitivity(param: str, label: str, points: pd.DataFrame, line_keys: list[st
     """Final score vs one swept parameter, one line per combination of the other swept parameters.
 
     `points` has one row per method: the swept values (columns named by key), `value`, `ci_low`, `ci_high`."""
-    import seaborn as sns
-
     fig = new_figure(4.4, 3.2)
     ax = fig.subplots()
     numeric = all(_is_number(v) for v in points[param])

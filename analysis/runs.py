@@ -1,10 +1,11 @@
-"""Read the runs of one MLflow experiment into tidy frames (the MLflow conventions of docs/architecture.md)."""
+"""Read the runs of one MLflow experiment into tidy frames (MLflow conventions: docs/architecture.md)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
@@ -88,7 +89,7 @@ def _int_or_none(text: str | None) -> int | None:
 
 
 def load_runs(experiment: str, tracking_uri: str | None) -> LoadedRuns:
-    """Read every active run of `experiment` with its eval histories; runs not made by the suite are skipped."""
+    """Read every active run of `experiment` with its eval histories; runs not by the suite are skipped."""
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -120,9 +121,10 @@ def load_runs(experiment: str, tracking_uri: str | None) -> LoadedRuns:
         identity = {"run_id": run_id, "algorithm": algorithm.lower(), "dataset": dataset, "seed": seed}
         if len(history):
             history = history.assign(**identity)
-            history["phase"] = history["step"].map(lambda s, o=offline_steps: "offline" if s <= o else "online")
+            history["phase"] = np.where(history["step"] <= offline_steps, "offline", "online")
             score_frames.append((history, overrides))
-        run_rows.append(({**identity, "status": _status(tags, run.info.status), "offline_steps": offline_steps,
+        run_rows.append(({**identity, "status": _status(tags, run.info.status),
+                          "offline_steps": offline_steps,
                           "overrides": json.dumps(overrides, sort_keys=True),
                           "git_sha": tags.get("git.sha", ""),
                           "git_dirty": tags.get("git.dirty", ""), "error": tags.get("baq.error", ""),
@@ -139,7 +141,8 @@ def load_runs(experiment: str, tracking_uri: str | None) -> LoadedRuns:
     def _with_overrides(row: dict, overrides: dict) -> dict:
         return {**row, **{column_of[k]: v for k, v in overrides.items()}}
 
-    runs = pd.DataFrame([_with_overrides(r, o) for r, o in run_rows]).reindex(columns=RUN_COLUMNS + override_keys)
+    runs = pd.DataFrame([_with_overrides(r, o) for r, o in run_rows])
+    runs = runs.reindex(columns=RUN_COLUMNS + override_keys)
     columns = SCORE_COLUMNS + override_keys
     scores = (pd.concat([h.assign(**{column_of[k]: v for k, v in o.items()}) for h, o in score_frames],
                         ignore_index=True).reindex(columns=columns) if score_frames

@@ -52,7 +52,8 @@ def parse_matrix(matrix: dict | None) -> MatrixSpec | None:
     if matrix is None:
         return None
     if not isinstance(matrix, dict):
-        raise UserError(f"matrix must be a dict with keys algorithms, datasets, seeds; got {type(matrix).__name__}")
+        raise UserError(f"matrix must be a dict with keys algorithms, datasets, seeds; "
+                        f"got {type(matrix).__name__}")
     unknown = set(matrix) - MATRIX_KEYS
     missing = {"algorithms", "datasets", "seeds"} - set(matrix)
     if unknown or missing:
@@ -181,7 +182,8 @@ def analyse(loaded: LoadedRuns, matrix: dict | None = None) -> Analysis:
     runs = loaded.runs.copy()
     swept, common = swept_and_common(runs, loaded.override_keys)
     names = short_names(swept)
-    runs["method"] = [method_label(r["algorithm"], {k: r[k] for k in swept}, names) for _, r in runs.iterrows()]
+    runs["method"] = [method_label(r["algorithm"], {k: r[k] for k in swept}, names)
+                      for _, r in runs.iterrows()]
     runs = runs.merge(_final_scores(loaded.scores, runs), on="run_id", how="left")
     runs = _choose_runs(runs, spec, warnings)
     seen = runs[runs["note"] != "outside the matrix"]
@@ -199,8 +201,8 @@ def analyse(loaded: LoadedRuns, matrix: dict | None = None) -> Analysis:
     cell_rows = []
     for method in methods:
         for dataset in datasets:
-            here = seen[(seen["method"] == method) & (seen["dataset"] == dataset) & ~seen["note"].str.startswith(
-                "superseded")]
+            here = seen[(seen["method"] == method) & (seen["dataset"] == dataset)
+                        & ~seen["note"].str.startswith("superseded")]
             done = finals[(finals["method"] == method) & (finals["dataset"] == dataset)]
             by_status = {s: sorted(int(x) for x in here.loc[~here["used"] & (here["status"] == s), "seed"])
                          for s in ("failed", "running", "finished")}

@@ -12,10 +12,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-DPI = 300
+DPI = 200
 MIN_FONT_PT = 9.0
 PALETTE = "colorblind"
-# Palette slots of the four algorithms of the paper; every other method takes the remaining slots in name order.
+# Palette slots of the paper's four algorithms; every other method takes the remaining slots in name order.
 FIXED_SLOTS = {"BAQ": 0, "IQL": 1, "CQL": 2, "AWAC": 3}
 FONT_RC = {
     "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
@@ -27,7 +27,7 @@ FONT_RC = {
 
 
 def method_colors(methods: list[str]) -> dict[str, tuple[float, float, float]]:
-    """Colour per method: BAQ/IQL/CQL/AWAC fixed, others deterministic (sorted by name) from the same palette."""
+    """Colour per method: BAQ/IQL/CQL/AWAC fixed, others deterministic (by name) from the same palette."""
     palette = sns.color_palette(PALETTE, 10)
     colors = {m: palette[FIXED_SLOTS[m]] for m in methods if m in FIXED_SLOTS}
     extra = sorted(m for m in methods if m not in FIXED_SLOTS)
@@ -40,7 +40,7 @@ def method_colors(methods: list[str]) -> dict[str, tuple[float, float, float]]:
 
 @contextmanager
 def figure_style() -> Iterator[None]:
-    """Apply the suite's style for the figures made inside the block, leaving the caller's rcParams as they were."""
+    """Apply the suite's style to figures made inside the block; the caller's rcParams are restored."""
     with matplotlib.rc_context({**sns.axes_style("whitegrid"), **FONT_RC}):
         yield
 

@@ -13,7 +13,7 @@ from analysis.scores import Analysis
 from analysis.style import task_names
 
 # Totals row of the BAQ paper's D4RL MuJoCo offline-to-online table (sum over tasks of the per-task mean
-# normalized score after online fine-tuning), as quoted in the project issue. AWAC has no published total there.
+# normalized score after online fine-tuning), as quoted in the project issue. AWAC: no published total.
 PAPER_TOTALS: dict[str, float | None] = {"BAQ": 702.32, "IQL": 687.92, "CQL": 564.61, "AWAC": None}
 PHASES = ("offline", "online")
 DAGGER = "†"
@@ -73,7 +73,8 @@ def totals(analysis: Analysis) -> pd.DataFrame:
         mine = analysis.cells[analysis.cells["method"] == method]
         for phase in PHASES:
             means = mine[f"{phase}_mean"].dropna()
-            rows.append({"method": method, "phase": phase, "total": float(means.sum()) if len(means) else math.nan,
+            total = float(means.sum()) if len(means) else math.nan
+            rows.append({"method": method, "phase": phase, "total": total,
                          "tasks_present": len(means), "tasks_expected": len(mine)})
     return pd.DataFrame(rows, columns=["method", "phase", "total", "tasks_present", "tasks_expected"])
 
@@ -111,7 +112,8 @@ def score_table(analysis: Analysis) -> ScoreTable:
             cell = cells.loc[(method, dataset)]
             parts = {p: _Cell(cell[f"{p}_mean"], cell[f"{p}_std"], method in best[p]) for p in PHASES}
             mark = "" if cell["complete"] else f" {DAGGER}(n={cell['n']}/{cell['n_expected']})"
-            tex_mark = "" if cell["complete"] else rf"$^\dagger${{\scriptsize n={cell['n']}/{cell['n_expected']}}}"
+            n_of = f"n={cell['n']}/{cell['n_expected']}"
+            tex_mark = "" if cell["complete"] else rf"$^\dagger${{\scriptsize {n_of}}}"
             md.append("—" + mark if cell["n"] == 0 else f"{parts['offline'].md} → {parts['online'].md}{mark}")
             tex += [parts["offline"].tex, parts["online"].tex + tex_mark]
         md_rows.append(md)
@@ -137,7 +139,8 @@ def score_table(analysis: Analysis) -> ScoreTable:
     if analysis.paper:
         published = [PAPER_TOTALS.get(m) for m in methods]
         md_rows.append(["Paper total (online)"] + [_fmt(v, 2) for v in published])
-        tex_rows.append(["Paper total"] + [x for v in published for x in ("", "--" if v is None else f"{v:.2f}")])
+        tex_rows.append(["Paper total"] + [x for v in published
+                                           for x in ("", "--" if v is None else f"{v:.2f}")])
     notes = incomplete_notes(analysis)
     return ScoreTable(_markdown(analysis, md_rows, notes), _latex(analysis, tex_rows, notes), notes,
                       sums.reset_index())
@@ -149,10 +152,12 @@ def _markdown(analysis: Analysis, rows: list[list[str]], notes: list[str]) -> st
              "Mean ± standard deviation over seeds of the D4RL normalized score (0 = random, 100 = expert): "
              "end of offline training → end of online fine-tuning. Best per row in bold. Total = sum over "
              "tasks of the per-task means.", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join([":---"] + [":---:"] * len(analysis.methods)) + "|"]
+             "| " + " | ".join(header) + " |",
+             "|" + "|".join([":---"] + [":---:"] * len(analysis.methods)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     if notes:
-        lines += ["", f"{DAGGER} Incomplete (n = finished seeds / expected seeds; numbers use the finished ones):"]
+        lines += ["", f"{DAGGER} Incomplete (n = finished seeds / expected seeds; the numbers use the "
+                  "finished ones):"]
         lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
@@ -164,9 +169,9 @@ def _latex(analysis: Analysis, rows: list[list[str]], notes: list[str]) -> str:
     lines = [
         "% Requires \\usepackage{booktabs}.",
         r"\begin{table}[t]", r"\centering", r"\small",
-        rf"\caption{{Normalized scores ({_latex_escape(analysis.experiment)}): mean $\pm$ std over seeds at the "
-        r"end of offline training and of online fine-tuning; best per row in bold; total = sum of per-task "
-        r"means.}",
+        rf"\caption{{Normalized scores ({_latex_escape(analysis.experiment)}): mean $\pm$ std over seeds at "
+        r"the end of offline training and of online fine-tuning; best per row in bold; total = sum of "
+        r"per-task means.}",
         r"\begin{tabular}{l" + "cc" * n + "}", r"\toprule", rf" & {groups} \\", rules,
         "Task & " + " & ".join(["Offline & Online"] * n) + r" \\", r"\midrule",
     ]

@@ -36,15 +36,18 @@ def launch(
     tracking_uri: str | None = None,
     tags: dict[str, str] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    run_id: str | None = None,
 ) -> TrainResult:
     """Train `cfg` in `run_dir`, resuming the run recorded there if it was interrupted. Exceptions end the
-    MLflow run as FAILED with the reason in the `baq.error` tag, and are re-raised."""
+    MLflow run as FAILED with the reason in the `baq.error` tag, and are re-raised.
+
+    `run_id` continues that MLflow run instead of the one in run.json (the matrix runner finds a cell's run
+    by its tag, which also covers a runner killed between creating the run and writing run.json)."""
     cfg.validate()
     uri = tracking_uri or default_tracking_uri()
     run_dir.mkdir(parents=True, exist_ok=True)
     record = run_dir / RUN_FILE
-    run_id = None
-    if record.exists():
+    if run_id is None and record.exists():
         saved = json.loads(record.read_text())
         if saved.get("tracking_uri") == uri:
             run_id = saved["run_id"]

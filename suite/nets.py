@@ -176,3 +176,30 @@ def soft_update_(target: nn.Module, source: nn.Module, tau: float) -> None:
 def parameters_of(*modules: nn.Module) -> Iterable[nn.Parameter]:
     for m in modules:
         yield from m.parameters()
+
+
+def call_detached(module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+    """`module(*args)` with its parameters detached: gradients reach the inputs, never the parameters.
+
+    Lets an actor loss differentiate through a critic (SAC, CQL) without leaving gradients on the critic, so
+    actor and critic losses can share one backward pass and one optimiser step.
+    """
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    return torch.func.functional_call(module, params, args)
+
+
+@torch.no_grad()
+def orthogonal_init_(module: nn.Module, hidden_gain: float = math.sqrt(2.0), last_gain: float = 1e-2) -> None:
+    """Orthogonal weights and zero biases for every (ensemble) linear layer; the last layer gets `last_gain`.
+
+    The initialisation of CORL's CQL Q-networks (`orthogonal_init=True`: gain √2 inside, 1e-2 at the output).
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.Linear | EnsembleLinear)]
+    for k, layer in enumerate(layers):
+        gain = last_gain if k == len(layers) - 1 else hidden_gain
+        if isinstance(layer, EnsembleLinear):
+            for i in range(layer.weight.shape[0]):  # each member's (in, out) matrix, as nn.Linear's (out, in)
+                nn.init.orthogonal_(layer.weight[i].T, gain=gain)
+        else:
+            nn.init.orthogonal_(layer.weight, gain=gain)
+        nn.init.zeros_(layer.bias)

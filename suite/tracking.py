@@ -112,17 +112,18 @@ class MLflowSink:
         from mlflow.entities import RunStatus
 
         self.client, self.tracking_uri = _client(tracking_uri)
-        if run_id is None:
+        created = run_id is None
+        if created:
             exp_id = get_or_create_experiment(self.client, experiment, self.tracking_uri)
             run = self.client.create_run(exp_id, run_name=run_name, tags=tags or {})
             run_id = run.info.run_id
-        else:
-            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            if tags:
-                self.set_tags(tags)
         self.run_id = run_id
         self._pending: list[Any] = []
         self.flush_seconds = 0.0  # time spent in MLflow calls, reported by benchmarks
+        if not created:  # continuing an interrupted run
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            if tags:
+                self.set_tags(tags)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -167,7 +167,7 @@ def train(
             raise UserError(f"checkpoint {ckpt_path} was written by a different config; delete it or use --force")
         start = state["step"]
         algo.load_state_dict(state["algo"])
-        if start >= cfg.offline_steps and cfg.online_steps:
+        if start > cfg.offline_steps:  # the switch happened before this checkpoint
             algo.on_online_start(buffer)  # reinstalls hook-made state (e.g. samplers) ...
             algo.load_state_dict(state["algo"])  # ... then the saved values win
             if state.get("buffer") is not None:

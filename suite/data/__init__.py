@@ -17,7 +17,7 @@ def _split_id(dataset_id: str) -> tuple[str, str]:
     source, sep, name = dataset_id.partition(":")
     if not sep or source not in SOURCES or not name:
         raise UserError(
-            f"bad dataset id {dataset_id!r}; expected <source>:<name> with source one of {', '.join(SOURCES)} "
+            f"bad dataset id {dataset_id!r}; expected <source>:<name>, source one of {', '.join(SOURCES)} "
             "(e.g. d4rl:halfcheetah-medium-v2, minari:mujoco/halfcheetah/medium-v0, local:halfcheetah-medium)"
         )
     return source, name

@@ -96,15 +96,15 @@ class Dataset:
                 raise UserError(
                     f"dataset {self.id}: array {name} has shape {array.shape}, expected {want_ndim} dims"
                 )
-        n = len(self.rewards)
+        lengths = [len(getattr(self, name)) for name in ARRAY_FIELDS]
+        n = max(set(lengths), key=lengths.count)  # the majority length: blame the odd arrays
+        for name, length in zip(ARRAY_FIELDS, lengths, strict=True):
+            if length != n:
+                raise UserError(f"dataset {self.id}: array {name} has {length} transitions, others have {n}")
         if n == 0:
             raise UserError(f"dataset {self.id}: no transitions")
         for name in ARRAY_FIELDS:
             array = getattr(self, name)
-            if array.shape[0] != n:
-                raise UserError(
-                    f"dataset {self.id}: array {name} has {array.shape[0]} transitions, rewards has {n}"
-                )
             finite_rows = np.isfinite(array).reshape(n, -1).all(axis=1)
             if not finite_rows.all():
                 bad = int(np.flatnonzero(~finite_rows)[0])

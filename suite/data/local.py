@@ -19,10 +19,11 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from suite.data.dataset import Dataset
+from suite.data.dataset import Dataset, hash_arrays
 from suite.data.minari_source import flatten_episodes
 from suite.errors import UserError
 
@@ -41,9 +42,15 @@ DEFAULT_ENVS = ("halfcheetah", "hopper", "walker2d")
 SIDECAR = "baq_build.json"
 TRANSITION_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 MAX_EPISODE_STEPS = 1000  # D4RL: episodes of at most 1000 steps
-# Envs stepped in lockstep with one batched policy forward per step. It shapes the data (which
-# episodes finish first), so it is part of the build key; not tied to the CPU count, for determinism.
+# At most this many envs step in lockstep, with one batched policy forward per step. The count shapes
+# the data (which episodes finish first), so it depends only on n_transitions (never on the CPU count)
+# and is part of the build key.
 ROLLOUT_ENVS = 32
+
+
+def rollout_envs(n_transitions: int) -> int:
+    """Lockstep env count: enough to fill `n_transitions` with whole episodes, at most ROLLOUT_ENVS."""
+    return int(np.clip(-(-n_transitions // MAX_EPISODE_STEPS), 1, ROLLOUT_ENVS))
 
 
 def behavior_dir() -> Path:
@@ -137,35 +144,37 @@ def collect(
 ) -> list[dict[str, np.ndarray]]:
     """D4RL-protocol rollouts: exactly `n_transitions` transitions in whole episodes, the last one cut.
 
-    `policy` None means uniform random actions. ROLLOUT_ENVS envs step in lockstep; finished episodes
-    are kept in the order they finish (ties by env index) until they hold `n_transitions`; the last
-    kept episode is cut there and marked as a time-out, as in D4RL. Episodes still running are dropped.
+    `policy` None means uniform random actions. `rollout_envs(n_transitions)` envs step in lockstep;
+    finished episodes are kept in the order they finish (ties by env index) until they hold
+    `n_transitions`; the last kept episode is cut there and marked as a time-out, as in D4RL.
+    Episodes still running then are dropped.
     """
     import gymnasium as gym
     from rich.progress import Progress
 
+    n_envs = rollout_envs(n_transitions)
     env_seeds, action_seed = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(action_seed)
-    envs = [gym.make(env_id, max_episode_steps=MAX_EPISODE_STEPS) for _ in range(ROLLOUT_ENVS)]
-    reset_seeds = env_seeds.generate_state(ROLLOUT_ENVS)
+    envs = [gym.make(env_id, max_episode_steps=MAX_EPISODE_STEPS) for _ in range(n_envs)]
+    reset_seeds = env_seeds.generate_state(n_envs)
     first_obs = [env.reset(seed=int(s))[0] for env, s in zip(envs, reset_seeds, strict=True)]
     obs_dim, act_dim = len(first_obs[0]), int(np.prod(envs[0].action_space.shape))
     low, high = envs[0].action_space.low, envs[0].action_space.high
-    obs_buf = np.zeros((ROLLOUT_ENVS, MAX_EPISODE_STEPS + 1, obs_dim), dtype=np.float32)
-    act_buf = np.zeros((ROLLOUT_ENVS, MAX_EPISODE_STEPS, act_dim), dtype=np.float32)
-    rew_buf = np.zeros((ROLLOUT_ENVS, MAX_EPISODE_STEPS), dtype=np.float32)
+    obs_buf = np.zeros((n_envs, MAX_EPISODE_STEPS + 1, obs_dim), dtype=np.float32)
+    act_buf = np.zeros((n_envs, MAX_EPISODE_STEPS, act_dim), dtype=np.float32)
+    rew_buf = np.zeros((n_envs, MAX_EPISODE_STEPS), dtype=np.float32)
     obs_buf[:, 0] = np.stack(first_obs)
-    steps = np.zeros(ROLLOUT_ENVS, dtype=np.int64)
+    steps = np.zeros(n_envs, dtype=np.int64)
     episodes: list[dict[str, np.ndarray]] = []
     kept = 0
     with Progress(transient=True) as bar:
         task = bar.add_task(f"build {label}", total=n_transitions)
         while kept < n_transitions:
-            current = obs_buf[np.arange(ROLLOUT_ENVS), steps]
+            current = obs_buf[np.arange(n_envs), steps]
             if policy is None:
-                actions = rng.uniform(low, high, size=(ROLLOUT_ENVS, act_dim)).astype(np.float32)
+                actions = rng.uniform(low, high, size=(n_envs, act_dim)).astype(np.float32)
             else:
-                actions = policy(current, rng.standard_normal((ROLLOUT_ENVS, act_dim), dtype=np.float32))
+                actions = policy(current, rng.standard_normal((n_envs, act_dim), dtype=np.float32))
                 actions = actions.astype(np.float32)
             for i, env in enumerate(envs):
                 t = steps[i]
@@ -365,9 +374,11 @@ def _write_minari(recipe: Recipe, episodes: list[dict[str, np.ndarray]]) -> None
                 ),
             )
         built = staging / recipe.minari_id()
-        flat = flatten_episodes(_iterate(built))
-        sidecar = {**recipe.key_inputs(), "key": recipe.key(), "transitions": len(flat["rewards"]),
-                   "episodes": len(episodes), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        sidecar = {**recipe.key_inputs(), "key": recipe.key(),
+                   "transitions": sum(len(episode["rewards"]) for episode in episodes),
+                   "episodes": len(episodes), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   "sha256": hash_arrays(flatten_episodes(SimpleNamespace(id=index, **episode)
+                                                          for index, episode in enumerate(episodes)))}
         (built / SIDECAR).write_text(json.dumps(sidecar, indent=1))
         target = recipe.store()
         if target.exists():
@@ -389,7 +400,7 @@ def _load_stored(recipe: Recipe) -> Dataset:
         flat = flatten_episodes(_iterate(store))
     except (OSError, ValueError, KeyError) as err:
         raise UserError(f"stored dataset {store} is unreadable ({err}); rebuild with force=True") from None
-    return Dataset(
+    dataset = Dataset(
         **flat,
         id=f"local:{recipe.name}",
         env_id=recipe.env_id,
@@ -397,6 +408,10 @@ def _load_stored(recipe: Recipe) -> Dataset:
         ref_max_score=recipe.ref_max,
         provenance=_provenance(recipe, str(store)),
     )
+    recorded = json.loads((store / SIDECAR).read_text()).get("sha256")
+    if recorded != dataset.sha256:
+        raise UserError(f"stored dataset {store} has a sha256 unlike its build record; rebuild: force=True")
+    return dataset
 
 
 def _provenance(recipe: Recipe, store: str) -> dict[str, str]:
@@ -421,14 +436,16 @@ def is_built(recipe: Recipe) -> bool:
 
 
 def build_local(
-    name: str, *, n_transitions: int = DEFAULT_TRANSITIONS, seed: int = 0, force: bool = False
+    name: str, *, n_transitions: int | None = None, seed: int = 0, force: bool = False
 ) -> Dataset:
     """Build (or reuse) `local:<name>` and return it.
 
-    random / medium / expert: `n_transitions` transitions of uniform-random or stochastic policy
-    actions, episodes at most 1000 steps, seeded by `seed`. medium-replay: the recorded stream as
-    given. medium-expert: medium then expert, each of `n_transitions` (D4RL: 2M in all).
+    random / medium / expert: `n_transitions` (default DEFAULT_TRANSITIONS, 1M) transitions of
+    uniform-random or stochastic policy actions, episodes at most 1000 steps, seeded by `seed`.
+    medium-replay: the recorded stream as given. medium-expert: medium then expert, each of
+    `n_transitions` (D4RL: 2M in all). `force` rebuilds even if a stored build exists.
     """
+    n_transitions = DEFAULT_TRANSITIONS if n_transitions is None else n_transitions
     env, quality = parse_name(name)
     if quality == "medium-expert":
         parts = [build_local(f"{env}-{part}", n_transitions=n_transitions, seed=seed, force=force)
@@ -442,11 +459,10 @@ def build_local(
 
 
 def _concatenate(recipe: Recipe, parts: list[Dataset]) -> Dataset:
-    fields = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
     provenance = _provenance(recipe, " + ".join(part.provenance["store"] for part in parts))
     provenance["parts"] = ", ".join(f"{part.id} sha256={part.sha256}" for part in parts)
     return Dataset(
-        **{field: np.concatenate([getattr(part, field) for part in parts]) for field in fields},
+        **{field: np.concatenate([getattr(part, field) for part in parts]) for field in TRANSITION_KEYS},
         id=f"local:{recipe.name}",
         env_id=recipe.env_id,
         ref_min_score=recipe.ref_min,

@@ -50,7 +50,7 @@ def test_same_seed_same_metrics_and_phases(tiny_dataset_id: str) -> None:
     assert [s for s, _ in a.metrics["train/value_loss"]] == list(range(10, 101, 10))
 
 
-@pytest.mark.parametrize("stop_at", [30, 70, 80])  # mid-offline, mid-online between checkpoints, at one
+@pytest.mark.parametrize("stop_at", [30, 50, 70, 80])  # mid-offline, from the switch, mid-online, at a checkpoint
 def test_resume_after_interruption_is_identical(tiny_dataset_id: str, tmp_path: Path, stop_at: int) -> None:
     reference = MemorySink()
     train(tiny_cfg(tiny_dataset_id), reference, tmp_path / "ref")

@@ -1,0 +1,181 @@
+"""`report(experiment) -> results/<name>/`: tidy scores, the score table, rliable aggregates and figures, and
+a README saying what every file is, which runs it came from and what was incomplete."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import pandas as pd
+
+from analysis import aggregate, figures, files
+from analysis.readme import readme_text
+from analysis.runs import load_runs
+from analysis.scores import Analysis, analyse, display_name, short_names
+from analysis.style import DPI, figure_style, method_colors
+from analysis.tables import score_table
+from suite.errors import UserError
+
+RUN_CSV_COLUMNS = ["run_id", "method", "algorithm", "dataset", "seed", "status", "used", "in_aggregates",
+                   "note", "offline_steps", "n_evals", "offline", "online", "overrides", "git_sha",
+                   "git_dirty", "error"]
+
+
+def safe_name(experiment: str) -> str:
+    """Folder name for an experiment: letters, digits, `.`, `_` and `-`; anything else becomes `_`."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._")
+    return name or "experiment"
+
+
+def redact_uri(uri: str | None) -> str:
+    """The tracking URI without any user:password part, fit to be written into a README."""
+    if uri is None:
+        return "(MLflow default: MLFLOW_TRACKING_URI or ./mlruns)"
+    parts = urlsplit(uri)
+    if not (parts.username or parts.password):
+        return uri
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+
+
+def _check(seed: int, reps: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise UserError(f"seed {seed!r} invalid; accepted: an integer >= 0")
+    if isinstance(reps, bool) or not isinstance(reps, int | np.integer) or reps < 1:
+        raise UserError(f"reps {reps!r} invalid; accepted: an integer >= 1 (bootstrap replications)")
+
+
+def _score_upper(finals: pd.DataFrame) -> float:
+    """Top of the performance-profile thresholds: 100 (expert), or beyond it when runs score higher."""
+    best = float(np.nanmax(finals[["offline", "online"]].to_numpy())) if len(finals) else 100.0
+    return max(100.0, math.ceil(best / 10.0) * 10.0)
+
+
+class _Writer:
+    """Writes files into the report folder and remembers what each one is, for the README and manifest."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.described: dict[str, str] = {}
+
+    def csv(self, name: str, frame: pd.DataFrame, what: str) -> None:
+        files.write_csv(self.folder / name, frame)
+        self.described[name] = what
+
+    def text(self, name: str, text: str, what: str) -> None:
+        files.write_text(self.folder / name, text)
+        self.described[name] = what
+
+    def figure(self, stem: str, fig, what: str) -> None:
+        for path in files.save_figure(fig, self.folder / stem, dpi=DPI):
+            self.described[path.name] = what
+
+
+def _sensitivity_figures(writer: _Writer, analysis: Analysis, aggregates: pd.DataFrame) -> None:
+    """Final score vs each swept parameter, per algorithm; a line per value of the other swept parameters."""
+    if not analysis.swept or aggregates.empty:
+        return
+    names = short_names(analysis.swept)
+    params = analysis.runs.drop_duplicates("method").set_index("method")[analysis.swept + ["algorithm"]]
+    means = aggregates[(aggregates["phase"] == "online") & (aggregates["metric"] == "Mean")]
+    points = params.join(means.set_index("algorithm")[["value", "ci_low", "ci_high"]], how="inner")
+    for algorithm, mine in points.groupby("algorithm", sort=True):
+        keys = [k for k in analysis.swept if mine[k].notna().any()]
+        for key in keys:
+            if mine[key].nunique(dropna=True) < 2:
+                continue
+            others = [k for k in keys if k != key]
+            label = names[key]
+            shown = display_name(str(algorithm))
+            fig = figures.sensitivity(key, label, mine.dropna(subset=[key]), others, names, shown)
+            stem = f"sensitivity_{algorithm}_{re.sub(r'[^A-Za-z0-9]+', '_', label).strip('_')}"
+            writer.figure(stem, fig, f"{shown}: mean normalized score at the end of online fine-tuning vs "
+                          f"`{key}` with 95% bootstrap intervals, one line per value of the other swept "
+                          "parameters")
+
+
+def _remove_stale(folder: Path, fresh: set[str]) -> None:
+    """Delete files that an earlier report in this folder listed and this one did not write again."""
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        return
+    try:
+        earlier = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
+    except (json.JSONDecodeError, AttributeError):
+        return
+    for name in earlier:
+        if name not in fresh and "/" not in name and (folder / name).is_file():
+            (folder / name).unlink()
+
+
+def report(source: str, *, tracking_uri: str | None, out_dir: Path, seed: int = 0, reps: int = 2000,
+           matrix: dict | None = None) -> Path:
+    """Analyse the runs of MLflow experiment `source` into `out_dir/<name>/`; returns that folder."""
+    _check(seed, reps)
+    loaded = load_runs(source, tracking_uri)
+    analysis = analyse(loaded, matrix)
+    folder = Path(out_dir) / safe_name(source)
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = _Writer(folder)
+
+    matrices = aggregate.score_matrices(analysis)
+    analysis.warnings.extend(matrices.warnings)
+    runs = analysis.runs.assign(in_aggregates=analysis.runs["run_id"].isin(matrices.members["run_id"]))
+    writer.csv("scores.csv", loaded.scores, "tidy eval history: one row per (run, eval step)")
+    writer.csv("runs.csv", runs.reindex(columns=RUN_CSV_COLUMNS + loaded.override_keys), "one row per run")
+    table = score_table(analysis)
+    writer.text("table.md", table.markdown, "score table (Markdown)")
+    writer.text("table.tex", table.latex, "score table (LaTeX, booktabs)")
+    writer.csv("cells.csv", analysis.cells, "per (method, task) statistics behind the table")
+
+    aggregates = aggregate.interval_estimates(matrices.matrices, seed, reps)
+    writer.csv("aggregates.csv", aggregates, "IQM, mean, median, optimality gap with 95% intervals")
+    algorithm_of = dict(zip(analysis.cells["method"], analysis.cells["algorithm"], strict=False))
+    pairs = aggregate.improvement_pairs(list(matrices.matrices["online"]), algorithm_of)
+    poi = aggregate.improvement_probabilities(matrices.matrices, pairs, seed, reps)
+    writer.csv("probability_of_improvement.csv", poi, "P(BAQ > other) with 95% intervals")
+    taus = np.linspace(0.0, _score_upper(analysis.finals), 101)
+    profiles = {p: aggregate.performance_profiles(matrices.matrices[p], taus, seed, reps)
+                for p in aggregate.PHASES}
+    writer.csv("performance_profiles.csv",
+               pd.concat([f.assign(phase=p) for p, f in profiles.items()], ignore_index=True),
+               "score distributions with 95% bands")
+    used_runs = runs.loc[runs["used"], ["run_id", "method", "offline_steps"]]
+    curves_input = loaded.scores.merge(used_runs, on="run_id")
+    switch_of_method = used_runs.groupby("method")["offline_steps"].max().to_dict()
+    curves = aggregate.iqm_curves(curves_input, matrices, seed, reps, switch_of_method)
+    writer.csv("iqm_curve.csv", curves, "IQM vs step with 95% intervals")
+
+    colors = method_colors(analysis.methods)
+    with figure_style():
+        if not curves_input.empty:
+            switches = {d: sorted(set(g["offline_steps"])) for d, g in curves_input.groupby("dataset")}
+            writer.figure("learning_curves", figures.learning_curves(
+                curves_input, analysis.methods, analysis.datasets, colors, switches),
+                "per-task learning curves (mean and 95% t-interval over seeds; dashed: offline→online)")
+        if not curves.empty:
+            writer.figure("iqm_curve", figures.iqm_curve(
+                curves, analysis.methods, colors, sorted(set(switch_of_method.values()))),
+                "aggregate IQM vs step with 95% stratified-bootstrap band")
+        if not aggregates.empty:
+            writer.figure("interval_estimates",
+                          figures.interval_estimates(aggregates, analysis.methods, colors),
+                          "IQM, mean, median, optimality gap with 95% intervals")
+            writer.figure("performance_profiles", figures.performance_profiles(
+                profiles, analysis.methods, colors), "performance profiles (score distributions)")
+        if not poi.empty:
+            writer.figure("probability_of_improvement", figures.improvement_probabilities(poi, colors),
+                          "probability of improvement of BAQ over each other method")
+        _sensitivity_figures(writer, analysis, aggregates)
+
+    fresh = set(writer.described) | {"README.md", "manifest.json"}
+    _remove_stale(folder, fresh)
+    writer.text("README.md", readme_text(analysis, table, runs, writer.described, seed=seed, reps=reps,
+                                         tracking_uri=redact_uri(tracking_uri)), "this file")
+    writer.text("manifest.json", json.dumps({"experiment": source, "seed": seed, "reps": reps,
+                                             "files": sorted(fresh)}, indent=2) + "\n", "list of files")
+    return folder

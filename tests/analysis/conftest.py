@@ -1,0 +1,63 @@
+"""A real MLflow store in tmp_path and a helper that logs runs the way suite/tracking.py does (the MLflow
+conventions of docs/architecture.md): params, `baq.*` tags, eval metric histories with global steps."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+
+@dataclass
+class Store:
+    uri: str
+    client: MlflowClient
+
+    def experiment(self, name: str, tmp_path) -> str:
+        # An explicit artifact location: the default would be ./mlruns in the working directory.
+        return self.client.create_experiment(name, artifact_location=(tmp_path / f"artifacts-{name}").as_uri())
+
+    def log_run(self, experiment_id: str, *, algo: str, dataset: str, seed: int, offline_steps: int,
+                scores: dict[int, float], status: str = "finished", overrides: dict | None = None,
+                error: str | None = None, repeat_steps: tuple[int, ...] = (), git_sha: str = "abc1234") -> str:
+        """Log one run; `scores` maps global step → normalized score (return = 10 × score here)."""
+        run_id = self.client.create_run(experiment_id).info.run_id
+        stamp = int(time.time() * 1000)
+        metrics = []
+        for i, (step, score) in enumerate(sorted(scores.items())):
+            metrics += [Metric("eval/normalized_score", score, stamp + i, step),
+                        Metric("eval/return", 10.0 * score, stamp + i, step)]
+        for step in repeat_steps:  # a resumed run logs the same (key, step) a second time
+            metrics.append(Metric("eval/normalized_score", scores[step], stamp + 10_000, step))
+        tags = {"baq.algo": algo, "baq.dataset": dataset, "baq.seed": str(seed),
+                "baq.offline_steps": str(offline_steps), "baq.status": status,
+                "baq.overrides": json.dumps(overrides or {}), "git.sha": git_sha, "git.dirty": "false"}
+        if error:
+            tags["baq.error"] = error
+        params = {"algo": algo, "dataset": dataset, "seed": str(seed), "offline_steps": str(offline_steps)}
+        self.client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
+                              tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.set_terminated(run_id, "FINISHED" if status == "finished" else "FAILED")
+        return run_id
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return Store(uri, MlflowClient(tracking_uri=uri))
+
+
+def curve(offline_steps: int, online_steps: int, offline_end: float, online_end: float,
+          every: int) -> dict[int, float]:
+    """Eval scores rising linearly to `offline_end` at the switch, then to `online_end` at the last step."""
+    scores = {}
+    for step in range(0, offline_steps + online_steps + 1, every):
+        if step <= offline_steps:
+            scores[step] = offline_end * step / offline_steps
+        else:
+            scores[step] = offline_end + (online_end - offline_end) * (step - offline_steps) / online_steps
+    return scores
