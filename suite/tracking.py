@@ -5,6 +5,7 @@ a single `log_metric` costs ~20 ms on MLflow's sqlite store)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import time
@@ -76,6 +77,8 @@ def _client(tracking_uri: str | None):
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri or default_tracking_uri()
+    for name in ("mlflow", "alembic"):  # store-creation chatter would drown the CLI's own output
+        logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri), uri
 

@@ -22,6 +22,7 @@ from suite import checkpoint
 from suite.algorithm import Algorithm, apply_overrides, config_dict, get_algorithm, make_config
 from suite.buffer import ReplayBuffer
 from suite.data import Dataset, load_dataset
+from suite.data import _split_id as check_dataset_id
 from suite.envs import evaluate, make_env
 from suite.errors import UserError
 from suite.tracking import MemorySink, MetricsSink, flatten
@@ -61,6 +62,7 @@ class TrainConfig:
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise UserError(f"unknown device {self.device!r}; accepted: cpu, cuda, cuda:N")
         make_config(self.algo, self.algo_params)  # unknown algorithm / parameter -> UserError
+        check_dataset_id(self.dataset)
         return self
 
     def resolved(self) -> dict[str, Any]:

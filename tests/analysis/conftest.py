@@ -61,3 +61,29 @@ def curve(offline_steps: int, online_steps: int, offline_end: float, online_end:
         else:
             scores[step] = offline_end + (online_end - offline_end) * (step - offline_steps) / online_steps
     return scores
+
+
+def synthetic_runs(records: list[dict], offline_steps: int = 100, online_steps: int = 100):
+    """LoadedRuns built in memory (no MLflow): each record gives algo, dataset, seed, offline, online and
+    optionally status, overrides, error. Evals at 0, the switch and the end, ending at the given scores."""
+    import pandas as pd
+
+    from analysis.runs import RUN_COLUMNS, SCORE_COLUMNS, LoadedRuns
+
+    keys = sorted({k for r in records for k in r.get("overrides", {})})
+    run_rows, score_rows = [], []
+    for i, rec in enumerate(records):
+        run_id = f"run{i:03d}"
+        identity = {"run_id": run_id, "algorithm": rec["algo"], "dataset": rec["dataset"], "seed": rec["seed"]}
+        overrides = rec.get("overrides", {})
+        steps = {0: 0.0, offline_steps: rec["offline"], offline_steps + online_steps: rec["online"]}
+        for step, score in steps.items():
+            phase = "offline" if step <= offline_steps else "online"
+            score_rows.append({**identity, "step": step, "phase": phase, "return": 10 * score,
+                               "normalized_score": score, **overrides})
+        run_rows.append({**identity, "status": rec.get("status", "finished"), "offline_steps": offline_steps,
+                         "overrides": json.dumps(overrides), "git_sha": "abc", "git_dirty": "false",
+                         "error": rec.get("error", ""), "n_evals": 3, "start_time": i, **overrides})
+    runs = pd.DataFrame(run_rows).reindex(columns=RUN_COLUMNS + keys)
+    scores = pd.DataFrame(score_rows).reindex(columns=SCORE_COLUMNS + keys)
+    return LoadedRuns("synthetic", runs, scores, keys, [])

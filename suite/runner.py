@@ -1,0 +1,437 @@
+"""`baq run FILE`: train every cell of a matrix, in parallel processes or on a Ray cluster, resumably.
+
+Contract (docs/runner.md):
+- one cell = one MLflow run in the experiment named after the matrix, tagged `baq.cell` (hash of the
+  resolved config), `baq.matrix`, `baq.overrides`; working dir `<results>/<matrix>/cells/<hash>/`.
+- a rerun skips cells with a FINISHED run and continues an unfinished cell's own run from its checkpoint.
+  The run is found by its `baq.cell` tag, so a runner killed between creating a run and recording it in
+  run.json does not leave a second run behind. `force` starts new runs and tags the old ones superseded.
+- a worker trains a cell only while it holds the cell's lock (flock on `<cell dir>/.lock`), and decides
+  what to do (skip / continue / start) only after taking it: two runners never train one cell twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import multiprocessing as mp
+import os
+import queue as queue_module
+import signal
+import socket
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from suite.errors import UserError
+from suite.launch import RUN_FILE, launch
+from suite.matrix import Cell, Matrix
+from suite.progress import ELSEWHERE, FAILED, FINISHED, ProgressBoard
+from suite.matrix import format_dry_run
+from suite.tracking import _client, check_tracking_uri, get_or_create_experiment
+from suite.train import CHECKPOINT
+
+__all__ = ["run_matrix", "print_dry_run", "matrix_status", "execute_cell", "CellJob", "CellLock"]
+BACKENDS = ("local", "ray")
+LOCK_FILE = ".lock"
+RAY_INSTALL_HINT = "the ray backend needs Ray: pip install 'baq-suite[ray]' (or pip install 'ray[default]')"
+Report = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """Everything a worker process needs to train one cell (picklable)."""
+
+    cell: Cell
+    matrix: str
+    cell_dir: str
+    tracking_uri: str
+    force: bool = False
+
+
+class CellLock:
+    """Non-blocking exclusive flock on a cell's lock file, held while the cell trains. The kernel drops it
+    when the holder dies, so a killed runner never leaves a stale lock. The file names the holder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "unknown holder"
+        except OSError:
+            return "unknown holder"
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[bool]:
+        try:
+            yield self.acquire()
+        finally:
+            self.release()
+
+
+def execute_cell(job: CellJob, report: Report) -> dict[str, Any]:
+    """Train one cell if nobody else is and it is not finished. Returns the outcome: status (finished /
+    failed / elsewhere), plus score, run_id, error or detail. Training errors become a FAILED outcome."""
+    cell, run_dir = job.cell, Path(job.cell_dir)
+    lock = CellLock(run_dir / LOCK_FILE)
+    with lock.held() as acquired:
+        if not acquired:
+            return {"status": ELSEWHERE, "detail": f"locked by {lock.holder()}"}
+        uri = job.tracking_uri
+        client, experiment_id = open_store(uri, job.matrix)
+        runs = cell_runs(client, experiment_id, cell.hash)
+        if job.force and runs:
+            supersede(client, runs, "rerun with --force")
+            runs = []
+        done = [r for r in runs if r.info.status == "FINISHED"]
+        if done:
+            return {"status": FINISHED, "run_id": done[0].info.run_id, "score": final_score(done[0]),
+                    "detail": "already finished"}
+        run_id = _continuable_run(client, runs, run_dir, uri)
+        if run_id is None:
+            # A new run must start from step 0: a checkpoint here belongs to a run that is gone or superseded.
+            for name in (CHECKPOINT, RUN_FILE):
+                (run_dir / name).unlink(missing_ok=True)
+        resuming = run_id is not None and (run_dir / CHECKPOINT).exists()
+        report("start", {"detail": "resuming from checkpoint" if resuming else
+                         "continuing its run" if run_id else "", "run_id": run_id})
+        tags = {"baq.cell": cell.hash, "baq.matrix": job.matrix, "baq.overrides": cell.overrides_json}
+        try:
+            result = launch(cell.config, job.matrix, run_dir, uri, tags=tags,
+                            progress=lambda info: report("progress", info), run_id=run_id)
+        except Exception as exc:  # launch() has already marked the run FAILED with this reason
+            return {"status": FAILED, "error": f"{type(exc).__name__}: {exc}", "run_id": run_id}
+        score = result.online_score if result.online_score is not None else result.offline_score
+        return {"status": FINISHED, "run_id": result.run_id, "score": score}
+
+
+def _continuable_run(client: Any, runs: list[Any], run_dir: Path, uri: str) -> str | None:
+    """The unfinished run to continue: run.json's if it is still one of the cell's runs, else the newest.
+    Extra unfinished runs (left by an older, lock-less version or a manual copy) are superseded."""
+    if not runs:
+        return None
+    chosen = max(runs, key=lambda r: r.info.start_time or 0)
+    record = run_dir / RUN_FILE
+    if record.exists():
+        import json
+
+        try:
+            saved = json.loads(record.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        by_id = {r.info.run_id: r for r in runs}
+        if saved.get("tracking_uri") == uri and saved.get("run_id") in by_id:
+            chosen = by_id[saved["run_id"]]
+    extras = [r for r in runs if r.info.run_id != chosen.info.run_id]
+    if extras:
+        supersede(client, extras, f"duplicate of {chosen.info.run_id}")
+    return chosen.info.run_id
+
+
+# --- where cells live ----------------------------------------------------------------------------------------
+def cell_dir(results_dir: Path, matrix_name: str, cell_hash: str) -> Path:
+    return Path(results_dir) / matrix_name / "cells" / cell_hash
+
+
+def resolve_tracking_uri(tracking_uri: str | None, results_dir: Path) -> str:
+    """`tracking_uri` > $MLFLOW_TRACKING_URI > a sqlite store in `results_dir` (beside the cell dirs)."""
+    if tracking_uri:
+        return check_tracking_uri(tracking_uri)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+
+
+def open_store(uri: str, experiment: str) -> tuple[Any, str]:
+    """(client, experiment id), creating both under a file lock for sqlite: MLflow creates and migrates a
+    new sqlite file when the client is made, and two processes doing that at once can break it."""
+    if not uri.startswith("sqlite:///"):
+        client, uri = _client(uri)
+        return client, get_or_create_experiment(client, experiment, uri)
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # blocking: the other process is done in seconds
+        client, uri = _client(uri)
+        return client, get_or_create_experiment(client, experiment, uri)
+
+
+def _live(runs: list[Any]) -> list[Any]:
+    return [r for r in runs if r.data.tags.get("baq.superseded") != "true"]
+
+
+def cell_runs(client: Any, experiment_id: str, cell_hash: str) -> list[Any]:
+    """The cell's runs that count (not superseded, not deleted)."""
+    return _live(_search(client, experiment_id, f"tags.`baq.cell` = '{cell_hash}'"))
+
+
+def runs_by_cell(client: Any, experiment_id: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for run in _live(_search(client, experiment_id, "")):
+        if "baq.cell" in run.data.tags:
+            out.setdefault(run.data.tags["baq.cell"], []).append(run)
+    return out
+
+
+def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def supersede(client: Any, runs: list[Any], reason: str) -> None:
+    """Take runs out of the matrix without deleting them: tagged, and no longer shown as running."""
+    for run in runs:
+        client.set_tag(run.info.run_id, "baq.superseded", "true")
+        client.set_tag(run.info.run_id, "baq.superseded_reason", reason)
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def final_score(run: Any) -> float | None:
+    """The last evaluation's normalised score (MLflow keeps the value at the highest step)."""
+    return run.data.metrics.get("eval/normalized_score")
+
+
+# --- worker processes ----------------------------------------------------------------------------------------
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel SIGKILL this worker when the runner dies (kill -9 included), so no orphan keeps
+    training and holding the cell lock. The checkpoint makes the lost work small."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the runner died before prctl took effect
+        os._exit(1)
+
+
+def _worker_main(job: CellJob, events: Any, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    import torch
+
+    torch.set_num_threads(1)  # parallelism comes from processes; threads would oversubscribe the cores
+
+    def report(kind: str, payload: dict[str, Any]) -> None:
+        events.put((kind, job.cell.hash, payload))
+
+    try:
+        outcome = execute_cell(job, report)
+    except BaseException as exc:  # lock, MLflow or interrupt trouble: still tell the runner why
+        outcome = {"status": FAILED, "error": f"{type(exc).__name__}: {exc}"}
+    events.put(("done", job.cell.hash, outcome))
+
+
+def _handle(event: tuple[str, str, dict[str, Any]], board: ProgressBoard, done: set[str]) -> None:
+    kind, cell_hash, payload = event
+    if kind == "start":
+        board.started(cell_hash, payload)
+    elif kind == "progress":
+        board.progress(cell_hash, payload)
+    elif kind == "done" and cell_hash not in done:
+        done.add(cell_hash)
+        board.finished(cell_hash, payload)
+
+
+def _drain(events: Any, board: ProgressBoard, done: set[str], wait_s: float) -> None:
+    try:
+        event = events.get(timeout=wait_s)
+        while True:
+            _handle(event, board, done)
+            event = events.get_nowait()
+    except queue_module.Empty:
+        pass
+
+
+def _run_local(jobs: list[CellJob], workers: int, board: ProgressBoard) -> None:
+    """One spawned process per cell, at most `workers` at a time. A process that dies without reporting
+    (segfault, OOM kill) fails only its own cell."""
+    ctx = mp.get_context("spawn")  # fork would copy the runner's threads and any CUDA state
+    events = ctx.Queue()
+    pending, running, done = deque(jobs), {}, set()
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                job = pending.popleft()
+                proc = ctx.Process(target=_worker_main, args=(job, events, os.getpid()), daemon=True,
+                                   name=f"baq-cell-{job.cell.hash[:8]}")
+                proc.start()
+                running[job.cell.hash] = proc
+            _drain(events, board, done, wait_s=0.2)
+            for cell_hash, proc in list(running.items()):
+                if proc.is_alive():
+                    continue
+                proc.join()
+                if cell_hash not in done:
+                    _drain(events, board, done, wait_s=0.5)  # its last messages may still be in the pipe
+                if cell_hash not in done:
+                    done.add(cell_hash)
+                    board.finished(cell_hash, {"status": FAILED,
+                                               "error": f"worker process died (exit code {proc.exitcode})"})
+                del running[cell_hash]
+    except KeyboardInterrupt:
+        # Workers got the SIGINT too and are ending their runs as KILLED; give them a moment, then stop them.
+        for proc in running.values():
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+        raise
+
+
+def _ray_cell(job: CellJob, events: Any) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+
+    def report(kind: str, payload: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):  # a full or gone queue must not fail the cell
+            events.put_nowait((kind, job.cell.hash, payload))
+
+    return execute_cell(job, report)
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError(RAY_INSTALL_HINT) from None
+    return ray
+
+
+def _run_ray(jobs: list[CellJob], workers: int | None, address: str | None, board: ProgressBoard) -> None:
+    """The same cells as Ray tasks (1 CPU each, 1 GPU for cuda cells). Needs the suite installed, the
+    datasets and the tracking store reachable on every node (docs/runner.md)."""
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    from ray.util.queue import Queue
+
+    events = Queue()
+    task = ray.remote(_ray_cell)
+    pending, in_flight, done = deque(jobs), {}, set()
+    limit = workers or len(jobs) or 1
+    try:
+        while pending or in_flight:
+            while pending and len(in_flight) < limit:
+                job = pending.popleft()
+                gpus = 1 if job.cell.config.device.startswith("cuda") else 0
+                in_flight[task.options(num_cpus=1, num_gpus=gpus).remote(job, events)] = job
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.2)
+            _drain_ray(events, board, done)
+            for ref in ready:
+                job = in_flight.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as exc:  # the task's process died or Ray lost it
+                    outcome = {"status": FAILED, "error": f"ray task failed: {type(exc).__name__}: {exc}"}
+                _drain_ray(events, board, done)
+                _handle(("done", job.cell.hash, outcome), board, done)
+    finally:
+        for ref in in_flight:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        with contextlib.suppress(Exception):
+            ray.kill(events.actor)
+        if started_here:
+            ray.shutdown()
+
+
+def _drain_ray(events: Any, board: ProgressBoard, done: set[str]) -> None:
+    size = events.qsize()
+    if size:
+        for event in events.get_nowait_batch(size):
+            _handle(event, board, done)
+
+
+# --- the entry point ------------------------------------------------------------------------------------------
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def run_matrix(
+    matrix: Matrix,
+    *,
+    workers: int | None,
+    backend: str = "local",
+    address: str | None = None,
+    force: bool = False,
+    tracking_uri: str | None = None,
+    results_dir: Path = Path("results"),
+    live: bool = True,
+) -> int:
+    """Train every cell that is not finished; 0 when every cell of the matrix ends FINISHED, 1 otherwise."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    if backend == "ray":
+        import_ray()  # fail before any work when the extra is missing
+    if workers is not None and workers < 1:
+        raise UserError(f"workers must be >= 1, got {workers}")
+    if backend == "local" and address:
+        raise UserError("--address is for --backend ray only")
+    results_dir = Path(results_dir).resolve()
+    uri = resolve_tracking_uri(tracking_uri, results_dir)
+    cells = matrix.cells()
+    client, experiment_id = open_store(uri, matrix.name)
+    existing = {} if force else runs_by_cell(client, experiment_id)
+
+    n_workers = workers or (default_workers() if backend == "local" else len(cells))
+    board = ProgressBoard(cells, matrix.name, workers=n_workers, live=live)
+    finished_before = 0
+    for cell in cells:
+        done = [r for r in existing.get(cell.hash, []) if r.info.status == "FINISHED"]
+        if done:
+            board.mark(cell.hash, FINISHED, "already finished", final_score(done[0]), announce=False)
+            finished_before += 1
+    if finished_before:
+        print(f"{matrix.name}: {finished_before}/{len(cells)} cells already finished, skipped", flush=True)
+    jobs = [CellJob(c, matrix.name, str(cell_dir(results_dir, matrix.name, c.hash)), uri, force)
+            for c in cells if board.cells[c.hash].state != FINISHED]
+    with board:
+        if jobs and backend == "local":
+            _run_local(jobs, min(n_workers, len(jobs)), board)
+        elif jobs:
+            _run_ray(jobs, workers, address, board)
+    # Cells another runner held may have finished meanwhile: count them as what they are now.
+    elsewhere = [h for h, s in board.cells.items() if s.state == ELSEWHERE]
+    if elsewhere:
+        now = runs_by_cell(client, experiment_id)
+        for h in elsewhere:
+            done = [r for r in now.get(h, []) if r.info.status == "FINISHED"]
+            if done:
+                board.mark(h, FINISHED, "finished by another runner", final_score(done[0]), announce=False)
+    for line in board.summary():
+        print(line, flush=True)
+    return 0 if board.all_finished() else 1
+

@@ -1,0 +1,65 @@
+"""The `baq` command line: help on every subcommand, one-line errors, a real tiny `baq train`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from suite.cli import build_parser, main
+
+
+@pytest.mark.parametrize("sub", ["train", "run", "status", "report", "datasets", "algos"])
+def test_every_subcommand_has_help(sub: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([sub, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: baq {sub}" in capsys.readouterr().out
+
+
+def test_console_script_is_installed() -> None:
+    out = subprocess.run([str(Path(sys.executable).parent / "baq"), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout and "report" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--algo", "ppo"], "unknown algorithm 'ppo'; accepted: "),
+        (["train", "--set", "expectile"], "--set expects KEY=VALUE, got 'expectile'"),
+        (["train", "--set", "expectile=high"], "parameter 'expectile' of algorithm 'iql' must be float"),
+        (["train", "--dataset", "kaggle:foo"], "kaggle"),
+        (["algos", "dqn"], "unknown algorithm 'dqn'"),
+    ],
+)
+def test_bad_input_is_one_line_error(argv: list[str], message: str, capsys: pytest.CaptureFixture,
+                                     tmp_path: Path) -> None:
+    code = main([*argv, "--tracking-uri", f"sqlite:///{tmp_path}/m.db"] if argv[0] == "train" else argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("baq: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_algos_lists_defaults(capsys: pytest.CaptureFixture) -> None:
+    assert main(["algos", "iql"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("iql: ") and '"expectile": 0.7' in out and '"temperature": 3.0' in out
+
+
+def test_train_end_to_end(tiny_dataset_id: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["train", "--algo", "iql", "--dataset", tiny_dataset_id, "--offline-steps", "20",
+                 "--online-steps", "10", "--eval-interval", "10", "--eval-episodes", "1", "--log-interval", "10",
+                 "--max-episode-steps", "20", "--batch-size", "16", "--set", "expectile=0.8",
+                 "--tracking-uri", uri, "--run-dir", str(tmp_path / "run"), "--experiment", "cli"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "offline normalized score: " in out and "online normalized score: " in out
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("cli").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["algo_params.expectile"] == "0.8"
+    assert f"MLflow run {run.info.run_id}" in out
