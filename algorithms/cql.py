@@ -97,7 +97,7 @@ class CQL(Algorithm):
         })
         self.target_entropy = -float(act_dim)  # −|A| (CORL `target_entropy = -np.prod(action_space.shape)`)
         self.cql_alpha = cfg.cql_alpha
-        self.updates = 0  # counts updates for `bc_steps`; saved in the state dict
+        self.updates = 0  # completed updates, for `bc_steps`; saved in the state dict
         self.optim = adam({
             "critic": (self.critic.parameters(), cfg.critic_lr),
             "actor": (self.actor.parameters(), cfg.policy_lr),
@@ -132,7 +132,7 @@ class CQL(Algorithm):
         and the critics are held fixed). Returns (loss, log π(ã|s))."""
         act, log_pi = self.actor.sample(batch.obs)
         alpha = self.alpha().detach()
-        if self.updates <= self.cfg.bc_steps:
+        if self.updates < self.cfg.bc_steps:
             value = self.actor.log_prob(batch.obs, batch.act)
         else:
             value = call_detached(self.critic, batch.obs, act).min(0).values
@@ -226,7 +226,6 @@ class CQL(Algorithm):
         critic_weight: torch.Tensor | None = None,
         actor_penalty: ActorPenalty | None = None,
     ) -> dict[str, torch.Tensor]:
-        self.updates += 1
         actor_loss, log_pi = self.actor_loss(batch)
         alpha_loss = self.temperature_loss(log_pi)
         critic_loss, parts = self.critic_loss(batch, critic_weight)
@@ -252,6 +251,7 @@ class CQL(Algorithm):
         self.optim.step()
         # Targets follow every update (CORL `target_update_period: 1`).
         soft_update_(self.critic_target, self.critic, self.cfg.tau)
+        self.updates += 1
         return {k: v.detach() for k, v in metrics.items()}
 
     def modules(self) -> dict:

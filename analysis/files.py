@@ -57,7 +57,8 @@ def save_figure(fig, path_without_suffix: Path, dpi: int) -> list[Path]:
         metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
 
         def _save(tmp: Path, fmt: str = fmt, metadata: dict = metadata) -> None:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
+            # "tight" on top of constrained layout: a long legend wider than the panels is never clipped.
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata, bbox_inches="tight", pad_inches=0.03)
 
         paths.append(_write_atomic(target, _save))
     return paths

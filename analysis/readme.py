@@ -25,9 +25,9 @@ def _git_lines(runs: pd.DataFrame) -> list[str]:
     for sha, group in runs.groupby(runs["git_sha"].replace("", "(unknown)"), sort=True):
         dirty = " (dirty working tree in some runs)" if (group["git_dirty"].astype(str).str.lower()
                                                          == "true").any() else ""
-        lines.append(f"- `{sha}`: {len(group)} run(s){dirty}")
+        lines.append(f"  - `{sha}`: {len(group)} run(s){dirty}")
     if len(lines) > 1:
-        lines.append("- Runs come from more than one commit: compare them with care.")
+        lines.append("  - Runs come from more than one commit: compare them with care.")
     return lines
 
 

@@ -88,14 +88,21 @@ def _is_missing(value: object) -> bool:
 
 
 def swept_and_common(runs: pd.DataFrame, keys: list[str]) -> tuple[list[str], dict[str, object]]:
-    """Swept keys take more than one value over the runs (absent counts as a value); the rest are common."""
+    """A key is swept when it takes more than one value (absent counts as one) among the runs of one
+    algorithm; the others are fixed per algorithm and stay out of the method labels."""
     swept, common = [], {}
     for key in keys:
-        values = {None if _is_missing(v) else v for v in runs[key]}
-        if len(values) > 1:
+        per_algorithm = {algorithm: {None if _is_missing(v) else v for v in group[key]}
+                         for algorithm, group in runs.groupby("algorithm", sort=True)}
+        if any(len(values) > 1 for values in per_algorithm.values()):
             swept.append(key)
+            continue
+        fixed = {algorithm: next(iter(values)) for algorithm, values in per_algorithm.items()}
+        if len(set(fixed.values())) == 1:
+            common[key] = next(iter(fixed.values()))
         else:
-            common[key] = values.pop()
+            common[key] = "; ".join(f"{display_name(a)}: {format_value(v)}" for a, v in fixed.items()
+                                    if v is not None)
     return swept, common
 
 

@@ -125,14 +125,18 @@ def score_table(analysis: Analysis) -> ScoreTable:
     best_total = {p: _best(complete_totals[p], 2) for p in PHASES}
     md_total, tex_total = ["**Total**"], [r"\textbf{Total}"]
     for method in methods:
-        parts, marks = {}, []
-        for p in PHASES:
-            rec = sums.loc[(method, p)]
-            parts[p] = _Cell(rec["total"], math.nan, method in best_total[p], digits=2)
-            if rec["tasks_present"] < rec["tasks_expected"]:
-                marks.append(f"{p} over {rec['tasks_present']}/{rec['tasks_expected']} tasks")
+        present = {p: int(sums.loc[(method, p), "tasks_present"]) for p in PHASES}
+        expected = int(sums.loc[(method, "online"), "tasks_expected"])
+        parts = {p: _Cell(sums.loc[(method, p), "total"], math.nan, method in best_total[p], digits=2)
+                 for p in PHASES}
+        if present["offline"] == present["online"]:
+            marks = [f"over {present['online']}/{expected} tasks"] if present["online"] < expected else []
+        else:
+            marks = [f"{p} over {present[p]}/{expected} tasks" for p in PHASES if present[p] < expected]
         mark = f" {DAGGER}({'; '.join(marks)})" if marks else ""
-        md_total.append(f"{parts['offline'].md} → {parts['online'].md}{mark}")
+        body = "—" if parts["offline"].missing and parts["online"].missing else \
+            f"{parts['offline'].md} → {parts['online'].md}"
+        md_total.append(body + mark)
         tex_total += [parts["offline"].tex, parts["online"].tex + (r"$^\dagger$" if marks else "")]
     md_rows.append(md_total)
     tex_rows.append(tex_total)

@@ -24,7 +24,8 @@ def run_tags(cfg: TrainConfig) -> dict[str, str]:
     return {
         "baq.algo": cfg.algo, "baq.dataset": cfg.dataset, "baq.seed": str(cfg.seed),
         "baq.offline_steps": str(cfg.offline_steps), "baq.online_steps": str(cfg.online_steps),
-        "baq.status": "running", "device": cfg.device if cfg.device != "cpu" else f"cpu ({torch.get_num_threads()} thread)",
+        "baq.status": "running",
+        "device": cfg.device if cfg.device != "cpu" else f"cpu ({torch.get_num_threads()} thread)",
         **git_info(), **package_versions(),
     }
 
@@ -54,7 +55,10 @@ def launch(
     all_tags = {**run_tags(cfg), **(tags or {})}
     name = f"{cfg.algo}-{cfg.dataset.split(':', 1)[-1].replace('/', '-')}-s{cfg.seed}"
     sink = MLflowSink(experiment, run_name=name, tracking_uri=uri, run_id=run_id, tags=all_tags)
-    atomic_write_text(record, json.dumps({"run_id": sink.run_id, "tracking_uri": uri, "experiment": experiment}))
+    if run_id is not None:
+        _clear_stale_error(sink)
+    atomic_write_text(record, json.dumps({"run_id": sink.run_id, "tracking_uri": uri,
+                                          "experiment": experiment}))
     try:
         result = train(cfg, sink, run_dir, progress)
     except BaseException as exc:
@@ -67,3 +71,11 @@ def launch(
         raise
     sink.end("FINISHED")
     return result
+
+
+def _clear_stale_error(sink: MLflowSink) -> None:
+    """A continued run that had failed is running again: its old error no longer describes it."""
+    tags = sink.client.get_run(sink.run_id).data.tags
+    for key in ("baq.error", "baq.traceback"):
+        if key in tags:
+            sink.client.delete_tag(sink.run_id, key)

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from suite.algorithm import algorithm_names, apply_overrides
+from suite.data import SOURCES
 from suite.errors import UserError
 from suite.train import TrainConfig
 
 TOP_LEVEL_KEYS = ("name", "description", "algorithms", "datasets", "seeds", "device", "budget", "overrides",
                   "sweep")
 REQUIRED_BUDGET_KEYS = ("offline_steps", "online_steps", "eval_interval", "eval_episodes", "utd")
-OPTIONAL_BUDGET_KEYS = ("batch_size", "log_interval", "checkpoint_interval", "max_episode_steps", "eval_at_start")
-DATASET_SOURCES = ("d4rl", "minari", "local")
+OPTIONAL_BUDGET_KEYS = ("batch_size", "log_interval", "checkpoint_interval", "max_episode_steps",
+                        "eval_at_start")
+DATASET_SOURCES = SOURCES
 # Names double as MLflow experiment names and directory names under results/.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Minari's id grammar: (namespace/)*name-v<version>, e.g. mujoco/halfcheetah/medium-v0.
@@ -97,8 +99,8 @@ class Matrix:
                         cell = Cell(algo, dataset, seed, params, cfg, cell_hash(cfg))
                         if cell.hash in seen:
                             raise UserError(
-                                f"{self.path}: cells '{seen[cell.hash].label}' and '{cell.label}' resolve to the "
-                                "same config; remove the duplicate sweep value or override"
+                                f"{self.path}: cells '{seen[cell.hash].label}' and '{cell.label}' resolve to "
+                                "the same config; remove the duplicate sweep value or override"
                             )
                         seen[cell.hash] = cell
                         cells.append(cell)
@@ -111,7 +113,8 @@ class Matrix:
         variants = []
         for table in tables:
             keys = list(table)
-            variants += [dict(zip(keys, values, strict=True)) for values in itertools.product(*table.values())]
+            combos = itertools.product(*table.values())
+            variants += [dict(zip(keys, values, strict=True)) for values in combos]
         return variants
 
 
@@ -147,19 +150,22 @@ def parse_matrix(text: str, path: Path) -> Matrix:
         raise UserError(f"{path}:{line}: malformed TOML: {re.sub(r' ?[(]at .*[)]$', '', msg)}") from None
     unknown = [k for k in doc if k not in TOP_LEVEL_KEYS]
     if unknown:
-        raise UserError(f"{path}: unknown top-level key {unknown[0]!r}; accepted: {', '.join(TOP_LEVEL_KEYS)}")
+        raise UserError(f"{path}: unknown top-level key {unknown[0]!r}; accepted: "
+                        f"{', '.join(TOP_LEVEL_KEYS)}")
     for key in ("algorithms", "datasets", "seeds", "budget"):
         if key not in doc:
             raise UserError(f"{path}: missing required key {key!r}")
 
     name = doc.get("name", path.stem)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise UserError(f"{path}: name must be letters, digits, '_', '.', '-' (a directory name), got {name!r}")
+        raise UserError(f"{path}: name must be letters, digits, '_', '.', '-' (it names a directory), "
+                        f"got {name!r}")
     accepted_algos = algorithm_names()
     algorithms = _str_list(doc["algorithms"], "algorithms", path)
     for algo in algorithms:
         if algo not in accepted_algos:
-            raise UserError(f"{path}: unknown algorithm {algo!r} in algorithms; accepted: {', '.join(accepted_algos)}")
+            raise UserError(f"{path}: unknown algorithm {algo!r} in algorithms; accepted: "
+                            f"{', '.join(accepted_algos)}")
     datasets = _str_list(doc["datasets"], "datasets", path)
     for dataset in datasets:
         check_dataset_id(dataset, path)
@@ -178,10 +184,12 @@ def parse_matrix(text: str, path: Path) -> Matrix:
     accepted_budget = REQUIRED_BUDGET_KEYS + OPTIONAL_BUDGET_KEYS
     for key in budget:
         if key not in accepted_budget:
-            raise UserError(f"{path}: unknown key {key!r} in [budget]; accepted: {', '.join(accepted_budget)}")
+            raise UserError(f"{path}: unknown key {key!r} in [budget]; accepted: "
+                            f"{', '.join(accepted_budget)}")
     missing = [k for k in REQUIRED_BUDGET_KEYS if k not in budget]
     if missing:
-        raise UserError(f"{path}: [budget] is missing {', '.join(missing)} (required: {', '.join(REQUIRED_BUDGET_KEYS)})")
+        raise UserError(f"{path}: [budget] is missing {', '.join(missing)} "
+                        f"(required: {', '.join(REQUIRED_BUDGET_KEYS)})")
     try:
         apply_overrides(TrainConfig(), budget, where="[budget]")
     except UserError as err:
@@ -213,7 +221,8 @@ def check_dataset_id(dataset_id: str, path: Path | str = "matrix") -> None:
         from suite.data import d4rl
 
         if name not in d4rl.known_names():
-            raise UserError(f"{path}: unknown D4RL dataset {name!r}; accepted: {', '.join(d4rl.known_names())}")
+            raise UserError(f"{path}: unknown D4RL dataset {name!r}; accepted: "
+                            f"{', '.join(d4rl.known_names())}")
     elif source == "minari":
         if not _MINARI_ID.match(name):
             raise UserError(f"{path}: malformed Minari id {name!r}; expected (namespace/)name-v<version>, "
@@ -225,15 +234,18 @@ def check_dataset_id(dataset_id: str, path: Path | str = "matrix") -> None:
 
 
 def local_dataset_names() -> list[str]:
-    """`<env>-<quality>` names the local builder can make (suite/data/local.py)."""
+    """`<env>-<quality>` names the local builder can make (its behaviour index's envs × qualities)."""
     from suite.data import local
 
-    return [f"{env}-{quality}" for env in local.ENVS for quality in local.QUALITIES]
+    return local.local_names()
 
 
-def _check_algo_section(algo: str, section: str, algorithms: list[str], accepted: list[str], path: Path) -> None:
+def _check_algo_section(
+    algo: str, section: str, algorithms: list[str], accepted: list[str], path: Path
+) -> None:
     if algo not in accepted:
-        raise UserError(f"{path}: unknown algorithm {algo!r} in [{section}.{algo}]; accepted: {', '.join(accepted)}")
+        raise UserError(f"{path}: unknown algorithm {algo!r} in [{section}.{algo}]; accepted: "
+                        f"{', '.join(accepted)}")
     if algo not in algorithms:
         raise UserError(f"{path}: [{section}.{algo}] is for an algorithm not in algorithms "
                         f"({', '.join(algorithms)}); add it there or remove the table")
@@ -294,3 +306,21 @@ def _short(value: Any) -> str:
 
 def _describe(params: dict[str, Any]) -> str:
     return overrides_json(params) if params else "(defaults)"
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Plain aligned columns: readable in a terminal, in a pipe and in a log file alike."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def format_dry_run(matrix: Matrix) -> str:
+    cells = matrix.cells()
+    rows = [[str(i), c.algo, c.dataset, str(c.seed), c.overrides_json if c.overrides else "-", c.hash]
+            for i, c in enumerate(cells, 1)]
+    table = format_table(["#", "algo", "dataset", "seed", "overrides", "cell"], rows)
+    budget = ", ".join(f"{k}={v}" for k, v in matrix.budget.items())
+    return (f"matrix {matrix.name} ({matrix.path}): experiment {matrix.name!r}, device {matrix.device}\n"
+            f"budget: {budget}\n{table}\n{len(cells)} cells")

@@ -76,11 +76,14 @@ class ProgressBoard:
             self._live.update(self.render())
 
     # --- events ------------------------------------------------------------------------------------------
-    def mark(self, cell_hash: str, state: str, detail: str = "", score: float | None = None) -> None:
-        """Set a cell's state without it having run here (already finished, locked by another runner)."""
+    def mark(
+        self, cell_hash: str, state: str, detail: str = "", score: float | None = None, announce: bool = True
+    ) -> None:
+        """Set a cell's state without it having run here (already finished, finished by another runner)."""
         s = self.cells[cell_hash]
         s.state, s.detail, s.score = state, detail, score if score is not None else s.score
-        self._line(s, f"{state}" + (f" ({detail})" if detail else ""))
+        if announce:
+            self._line(s, f"{state}" + (f" ({detail})" if detail else ""))
         self.refresh()
 
     def started(self, cell_hash: str, info: dict[str, Any]) -> None:
@@ -101,7 +104,7 @@ class ProgressBoard:
             s.score = float(score)
         if s.first_step is None:
             s.first_step, s.first_at = s.step, now
-        elif now > (s.first_at or now) and s.step > s.first_step:
+        elif s.first_at is not None and now > s.first_at and s.step > s.first_step:
             s.steps_per_s = (s.step - s.first_step) / (now - s.first_at)
         self.refresh()
 
@@ -192,7 +195,8 @@ class ProgressBoard:
         if self.live:
             return
         done = sum(1 for x in self.cells.values() if x.state in (FINISHED, FAILED, ELSEWHERE))
-        print(f"[{done}/{len(self.cells)}] {s.cell.label} [{s.cell.hash[:8]}] {text}", file=self.out, flush=True)
+        print(f"[{done}/{len(self.cells)}] {s.cell.label} [{s.cell.hash[:8]}] {text}",
+              file=self.out, flush=True)
 
 
 def format_duration(seconds: float) -> str:

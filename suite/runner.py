@@ -29,9 +29,8 @@ from typing import Any
 
 from suite.errors import UserError
 from suite.launch import RUN_FILE, launch
-from suite.matrix import Cell, Matrix
+from suite.matrix import Cell, Matrix, format_dry_run, format_table
 from suite.progress import ELSEWHERE, FAILED, FINISHED, ProgressBoard
-from suite.matrix import format_dry_run
 from suite.tracking import _client, check_tracking_uri, get_or_create_experiment
 from suite.train import CHECKPOINT
 
@@ -123,8 +122,8 @@ def execute_cell(job: CellJob, report: Report) -> dict[str, Any]:
         try:
             result = launch(cell.config, job.matrix, run_dir, uri, tags=tags,
                             progress=lambda info: report("progress", info), run_id=run_id)
-        except Exception as exc:  # launch() has already marked the run FAILED with this reason
-            return {"status": FAILED, "error": f"{type(exc).__name__}: {exc}", "run_id": run_id}
+        except Exception as exc:  # launch() has already marked the run FAILED with the full reason
+            return {"status": FAILED, "error": one_line(exc), "run_id": run_id}
         score = result.online_score if result.online_score is not None else result.offline_score
         return {"status": FINISHED, "run_id": result.run_id, "score": score}
 
@@ -152,7 +151,7 @@ def _continuable_run(client: Any, runs: list[Any], run_dir: Path, uri: str) -> s
     return chosen.info.run_id
 
 
-# --- where cells live ----------------------------------------------------------------------------------------
+# --- where cells live -------------------------------------------------------------------------------------
 def cell_dir(results_dir: Path, matrix_name: str, cell_hash: str) -> Path:
     return Path(results_dir) / matrix_name / "cells" / cell_hash
 
@@ -221,7 +220,7 @@ def final_score(run: Any) -> float | None:
     return run.data.metrics.get("eval/normalized_score")
 
 
-# --- worker processes ----------------------------------------------------------------------------------------
+# --- worker processes -------------------------------------------------------------------------------------
 def _die_with_parent(parent_pid: int) -> None:
     """Linux: have the kernel SIGKILL this worker when the runner dies (kill -9 included), so no orphan keeps
     training and holding the cell lock. The checkpoint makes the lost work small."""
@@ -234,20 +233,55 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker_main(job: CellJob, events: Any, parent_pid: int) -> None:
+def _worker_loop(jobs: Any, events: Any, parent_pid: int) -> None:
+    """A worker process: trains the cells the runner sends, one at a time, until it gets None. Workers live
+    for the whole matrix because a fresh process pays seconds of imports (torch, MLflow) per cell."""
     _die_with_parent(parent_pid)
     import torch
 
     torch.set_num_threads(1)  # parallelism comes from processes; threads would oversubscribe the cores
+    while True:
+        try:
+            job = jobs.recv()
+        except EOFError:  # the runner is gone
+            return
+        if job is None:
+            return
 
-    def report(kind: str, payload: dict[str, Any]) -> None:
-        events.put((kind, job.cell.hash, payload))
+        def report(kind: str, payload: dict[str, Any], cell_hash: str = job.cell.hash) -> None:
+            events.put((kind, cell_hash, payload))
 
-    try:
-        outcome = execute_cell(job, report)
-    except BaseException as exc:  # lock, MLflow or interrupt trouble: still tell the runner why
-        outcome = {"status": FAILED, "error": f"{type(exc).__name__}: {exc}"}
-    events.put(("done", job.cell.hash, outcome))
+        try:
+            outcome = execute_cell(job, report)
+        except Exception as exc:  # lock or MLflow trouble: still tell the runner why
+            outcome = {"status": FAILED, "error": one_line(exc)}
+        events.put(("done", job.cell.hash, outcome))
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, short enough for a table cell; MLflow keeps the full text."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    text = f"{type(exc).__name__}: {first}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _Worker:
+    def __init__(self, ctx: Any, events: Any) -> None:
+        receive, self.send = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_worker_loop, args=(receive, events, os.getpid()), daemon=True,
+                                name="baq-cell-worker")
+        self.proc.start()
+        receive.close()  # the child holds its own copy; closing ours lets it see EOF if we die
+        self.cell: str | None = None
+
+    def assign(self, job: CellJob) -> None:
+        self.cell = job.cell.hash
+        self.send.send(job)
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.send.send(None)
+        self.send.close()
 
 
 def _handle(event: tuple[str, str, dict[str, Any]], board: ProgressBoard, done: set[str]) -> None:
@@ -272,38 +306,45 @@ def _drain(events: Any, board: ProgressBoard, done: set[str], wait_s: float) -> 
 
 
 def _run_local(jobs: list[CellJob], workers: int, board: ProgressBoard) -> None:
-    """One spawned process per cell, at most `workers` at a time. A process that dies without reporting
-    (segfault, OOM kill) fails only its own cell."""
+    """`workers` processes, each given one cell at a time. A worker that dies without reporting (segfault,
+    OOM kill) fails only the cell it held and is replaced."""
     ctx = mp.get_context("spawn")  # fork would copy the runner's threads and any CUDA state
     events = ctx.Queue()
-    pending, running, done = deque(jobs), {}, set()
+    pending, done = deque(jobs), set()
+    pool: list[Any] = [_Worker(ctx, events) for _ in range(workers)]
     try:
-        while pending or running:
-            while pending and len(running) < workers:
-                job = pending.popleft()
-                proc = ctx.Process(target=_worker_main, args=(job, events, os.getpid()), daemon=True,
-                                   name=f"baq-cell-{job.cell.hash[:8]}")
-                proc.start()
-                running[job.cell.hash] = proc
+        while pending or any(w.cell for w in pool):
+            for w in pool:
+                if w.cell is None and pending:
+                    w.assign(pending.popleft())
             _drain(events, board, done, wait_s=0.2)
-            for cell_hash, proc in list(running.items()):
-                if proc.is_alive():
+            for i, w in enumerate(pool):
+                if w.cell in done:
+                    w.cell = None
+                if w.proc.is_alive():
                     continue
-                proc.join()
-                if cell_hash not in done:
+                if w.cell is not None:
                     _drain(events, board, done, wait_s=0.5)  # its last messages may still be in the pipe
-                if cell_hash not in done:
-                    done.add(cell_hash)
-                    board.finished(cell_hash, {"status": FAILED,
-                                               "error": f"worker process died (exit code {proc.exitcode})"})
-                del running[cell_hash]
+                if w.cell is not None and w.cell not in done:
+                    done.add(w.cell)
+                    board.finished(w.cell, {"status": FAILED,
+                                            "error": f"worker process died (exit code {w.proc.exitcode})"})
+                w.proc.join()
+                w.send.close()
+                pool[i] = _Worker(ctx, events) if pending else None
+            pool = [w for w in pool if w is not None]
     except KeyboardInterrupt:
         # Workers got the SIGINT too and are ending their runs as KILLED; give them a moment, then stop them.
-        for proc in running.values():
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.terminate()
+        for w in pool:
+            w.proc.join(timeout=10)
         raise
+    finally:
+        for w in pool:
+            w.stop()
+        for w in pool:
+            w.proc.join(timeout=10)
+            if w.proc.is_alive():
+                w.proc.terminate()
 
 
 def _ray_cell(job: CellJob, events: Any) -> dict[str, Any]:
@@ -352,7 +393,7 @@ def _run_ray(jobs: list[CellJob], workers: int | None, address: str | None, boar
                 try:
                     outcome = ray.get(ref)
                 except Exception as exc:  # the task's process died or Ray lost it
-                    outcome = {"status": FAILED, "error": f"ray task failed: {type(exc).__name__}: {exc}"}
+                    outcome = {"status": FAILED, "error": "ray task failed: " + one_line(exc)}
                 _drain_ray(events, board, done)
                 _handle(("done", job.cell.hash, outcome), board, done)
     finally:
@@ -372,7 +413,7 @@ def _drain_ray(events: Any, board: ProgressBoard, done: set[str]) -> None:
             _handle(event, board, done)
 
 
-# --- the entry point ------------------------------------------------------------------------------------------
+# --- the entry point --------------------------------------------------------------------------------------
 def default_workers() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -435,3 +476,64 @@ def run_matrix(
         print(line, flush=True)
     return 0 if board.all_finished() else 1
 
+
+
+# --- dry run and status -----------------------------------------------------------------------------------
+def print_dry_run(matrix: Matrix) -> None:
+    """The expanded cells (algo, dataset, seed, overrides, cell hash) and their count; nothing runs."""
+    print(format_dry_run(matrix))
+
+
+def matrix_status(
+    matrix: Matrix, tracking_uri: str | None = None, results_dir: Path | None = None
+) -> int:
+    """Print every cell's state from MLflow (finished / running / interrupted / failed / missing) with its
+    end-of-offline and final scores. 0 when every cell is finished, 1 otherwise. `results_dir` defaults
+    to $BAQ_RESULTS_DIR, else ./results (where `baq run` put the cells)."""
+    results_dir = Path(results_dir or os.environ.get("BAQ_RESULTS_DIR", "results")).resolve()
+    uri = resolve_tracking_uri(tracking_uri, results_dir)
+    client, experiment_id = open_store(uri, matrix.name)
+    runs = runs_by_cell(client, experiment_id)
+    rows, states = [], []
+    for cell in matrix.cells():
+        cell_runs_ = sorted(runs.get(cell.hash, []), key=lambda r: r.info.start_time or 0)
+        state, offline, final, note, run_id = "missing", "", "", "", ""
+        if cell_runs_:
+            finished = [r for r in cell_runs_ if r.info.status == "FINISHED"]
+            run = finished[-1] if finished else cell_runs_[-1]
+            run_id = run.info.run_id
+            state = _run_state(run, cell_dir(results_dir, matrix.name, cell.hash))
+            scores = {m.step: m.value for m in client.get_metric_history(run_id, "eval/normalized_score")}
+            offline = _fmt(scores.get(cell.config.offline_steps)) if cell.config.offline_steps else ""
+            final = _fmt(scores.get(cell.total_steps)) if state == "finished" else ""
+            note = run.data.tags.get("baq.error", "")[:80] if state == "failed" else ""
+        states.append(state)
+        rows.append([cell.algo, cell.dataset, str(cell.seed), cell.overrides_json if cell.overrides else "-",
+                     cell.hash, state, offline, final, run_id, note])
+    print(f"matrix {matrix.name}: store {uri}")
+    print(format_table(["algo", "dataset", "seed", "overrides", "cell", "state", "offline", "final", "run",
+                        "error"], rows))
+    counts = {s: states.count(s) for s in ("finished", "running", "interrupted", "failed", "missing")}
+    print(f"{len(states)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return 0 if counts["finished"] == len(states) else 1
+
+
+def _run_state(run: Any, run_dir: Path) -> str:
+    status = run.info.status
+    if status == "FINISHED":
+        return "finished"
+    if status == "FAILED":
+        return "failed"
+    if status == "RUNNING":
+        lock_path = run_dir / LOCK_FILE
+        if not lock_path.exists():
+            return "running"  # trained on another machine: MLflow is all we know
+        probe = CellLock(lock_path)
+        free = probe.acquire()
+        probe.release()
+        return "interrupted" if free else "running"
+    return "interrupted"  # KILLED or SCHEDULED: a rerun continues it
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else ""

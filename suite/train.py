@@ -102,23 +102,24 @@ class _ObsNormalizer:
 
 
 class _MetricWindow:
-    """Sums detached metric tensors over `log_interval` steps; one host sync per interval."""
+    """Sums detached metric tensors over `log_interval` steps; one host sync per interval. Counts are per key:
+    a key that appears mid-window (e.g. an online-only term after the switch) is averaged over its own steps."""
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
 
     def add(self, metrics: dict[str, torch.Tensor]) -> None:
         for k, v in metrics.items():
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
-        self.count += 1
+            self.counts[k] = self.counts.get(k, 0) + 1
 
     def reduce(self, step: int) -> dict[str, float]:
-        if not self.count:
+        if not self.sums:
             return {}
         keys = list(self.sums)
-        values = (torch.stack([self.sums[k] for k in keys]) / self.count).tolist()
-        self.sums, self.count = {}, 0
+        values = torch.stack([self.sums[k] / self.counts[k] for k in keys]).tolist()
+        self.sums, self.counts = {}, {}
         out = {f"train/{k}": v for k, v in zip(keys, values, strict=True)}
         bad = [k for k, v in out.items() if not math.isfinite(v)]
         if bad:
@@ -179,7 +180,7 @@ def train(
             checkpoint.restore_env_state(env, state["env"])
             obs, episode = state["obs"], state["episode"]
         evals = state["evals"]
-        window.sums, window.count = state["window"]["sums"], state["window"]["count"]
+        window.sums, window.counts = state["window"]["sums"], state["window"]["counts"]
         torch.set_rng_state(state["rng"]["torch"])
         gen.set_state(state["rng"]["sampler"])
 
@@ -207,7 +208,7 @@ def train(
             "buffer": buffer.state_dict(start=n_offline) if online else None,
             "env": checkpoint.env_state(env) if online and env is not None else None,
             "obs": obs, "episode": dict(episode), "evals": evals,
-            "window": {"sums": window.sums, "count": window.count},
+            "window": {"sums": window.sums, "counts": window.counts},
             "rng": {"torch": torch.get_rng_state(), "sampler": gen.get_state()},
         })
 

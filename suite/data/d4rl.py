@@ -76,6 +76,7 @@ def download(name: str, target: Path) -> None:
     hint = f"download {url} elsewhere and place it in $D4RL_DATASET_DIR ({target.parent})"
     if not tcp_reachable(parsed.hostname or "", port, CONNECT_TIMEOUT_S):
         raise UserError(f"D4RL dataset {name} is missing and {parsed.netloc} is unreachable: {hint}")
+    from rich.console import Console
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +84,8 @@ def download(name: str, target: Path) -> None:
     try:
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=READ_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn()) as bar:
+            columns = (*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
+            with Progress(*columns, console=Console(stderr=True)) as bar:
                 task = bar.add_task(f"download {target.name}", total=total)
                 while chunk := response.read(1 << 20):
                     out.write(chunk)

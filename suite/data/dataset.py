@@ -44,7 +44,7 @@ def episode_bounds(terminals: np.ndarray, timeouts: np.ndarray) -> tuple[np.ndar
     return starts.astype(np.int64), stops.astype(np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous: compare `sha256` instead
 class Dataset:
     """Flat transitions plus the metadata needed to train on them and to score a policy.
 
@@ -118,6 +118,10 @@ class Dataset:
             array = getattr(self, name)
             if not np.isin(array, (0.0, 1.0)).all():
                 raise UserError(f"dataset {self.id}: array {name} must hold only 0.0 and 1.0")
+
+    def __repr__(self) -> str:
+        return (f"Dataset(id={self.id!r}, env_id={self.env_id!r}, transitions={len(self)}, "
+                f"obs_dim={self.obs_dim}, act_dim={self.act_dim}, sha256={self.sha256[:12]}...)")
 
     @property
     def obs_dim(self) -> int:

@@ -150,6 +150,7 @@ def collect(
     Episodes still running then are dropped.
     """
     import gymnasium as gym
+    from rich.console import Console
     from rich.progress import Progress
 
     n_envs = rollout_envs(n_transitions)
@@ -167,7 +168,7 @@ def collect(
     steps = np.zeros(n_envs, dtype=np.int64)
     episodes: list[dict[str, np.ndarray]] = []
     kept = 0
-    with Progress(transient=True) as bar:
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"build {label}", total=n_transitions)
         while kept < n_transitions:
             current = obs_buf[np.arange(n_envs), steps]

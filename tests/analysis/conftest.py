@@ -4,12 +4,18 @@ conventions of docs/architecture.md): params, `baq.*` tags, eval metric historie
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+
+def safe(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
 
 
 @dataclass
@@ -19,11 +25,13 @@ class Store:
 
     def experiment(self, name: str, tmp_path) -> str:
         # An explicit artifact location: the default would be ./mlruns in the working directory.
-        return self.client.create_experiment(name, artifact_location=(tmp_path / f"artifacts-{name}").as_uri())
+        artifacts = (tmp_path / f"artifacts-{safe(name)}").as_uri()
+        return self.client.create_experiment(name, artifact_location=artifacts)
 
     def log_run(self, experiment_id: str, *, algo: str, dataset: str, seed: int, offline_steps: int,
                 scores: dict[int, float], status: str = "finished", overrides: dict | None = None,
-                error: str | None = None, repeat_steps: tuple[int, ...] = (), git_sha: str = "abc1234") -> str:
+                error: str | None = None, repeat_steps: tuple[int, ...] = (),
+                git_sha: str = "abc1234") -> str:
         """Log one run; `scores` maps global step → normalized score (return = 10 × score here)."""
         run_id = self.client.create_run(experiment_id).info.run_id
         stamp = int(time.time() * 1000)
@@ -45,13 +53,36 @@ class Store:
         return run_id
 
 
+@pytest.fixture(scope="session")
+def _empty_store_file(tmp_path_factory) -> Path:
+    """Create (migrate) one empty MLflow sqlite database per session: the schema migration takes seconds."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def store(tmp_path) -> Store:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def store(tmp_path, _empty_store_file) -> Store:
+    """A fresh MLflow store of this test's own, in tmp_path (a copy of the migrated empty database)."""
+    path = tmp_path / "mlflow.db"
+    shutil.copyfile(_empty_store_file, path)
+    uri = f"sqlite:///{path}"
     return Store(uri, MlflowClient(tracking_uri=uri))
 
 
-def curve(offline_steps: int, online_steps: int, offline_end: float, online_end: float,
+@pytest.fixture
+def curve():
+    """The `make_curve` helper, as a fixture so that test modules need not import conftest."""
+    return make_curve
+
+
+@pytest.fixture
+def synthetic_runs():
+    """The `make_synthetic_runs` helper, as a fixture."""
+    return make_synthetic_runs
+
+
+def make_curve(offline_steps: int, online_steps: int, offline_end: float, online_end: float,
           every: int) -> dict[int, float]:
     """Eval scores rising linearly to `offline_end` at the switch, then to `online_end` at the last step."""
     scores = {}
@@ -63,7 +94,7 @@ def curve(offline_steps: int, online_steps: int, offline_end: float, online_end:
     return scores
 
 
-def synthetic_runs(records: list[dict], offline_steps: int = 100, online_steps: int = 100):
+def make_synthetic_runs(records: list[dict], offline_steps: int = 100, online_steps: int = 100):
     """LoadedRuns built in memory (no MLflow): each record gives algo, dataset, seed, offline, online and
     optionally status, overrides, error. Evals at 0, the switch and the end, ending at the given scores."""
     import pandas as pd
@@ -74,7 +105,8 @@ def synthetic_runs(records: list[dict], offline_steps: int = 100, online_steps: 
     run_rows, score_rows = [], []
     for i, rec in enumerate(records):
         run_id = f"run{i:03d}"
-        identity = {"run_id": run_id, "algorithm": rec["algo"], "dataset": rec["dataset"], "seed": rec["seed"]}
+        identity = {"run_id": run_id, "algorithm": rec["algo"], "dataset": rec["dataset"],
+                    "seed": rec["seed"]}
         overrides = rec.get("overrides", {})
         steps = {0: 0.0, offline_steps: rec["offline"], offline_steps + online_steps: rec["online"]}
         for step, score in steps.items():

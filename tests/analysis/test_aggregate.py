@@ -12,7 +12,6 @@ from rliable import metrics as rliable_metrics
 
 from analysis import aggregate
 from analysis.scores import analyse
-from tests.analysis.conftest import synthetic_runs
 
 REPS = 200
 
@@ -80,7 +79,8 @@ def test_intervals_are_reproducible_and_leave_the_global_rng_alone(matrix):
     assert first.equals(again)
     assert not np.allclose(first["ci_low"], other["ci_low"])
     assert np.allclose(first["value"], other["value"])  # point estimates do not depend on the seed
-    assert (first["ci_low"] <= first["value"] + 1e-9).all() and (first["value"] <= first["ci_high"] + 1e-9).all()
+    assert (first["ci_low"] <= first["value"] + 1e-9).all()
+    assert (first["value"] <= first["ci_high"] + 1e-9).all()
     assert list(first["metric"]) == list(aggregate.METRICS)
 
 
@@ -116,10 +116,11 @@ def test_probability_intervals_and_profiles(matrix):
 
 
 def _records(scores: dict[tuple[str, str, int], float]) -> list[dict]:
-    return [{"algo": a, "dataset": d, "seed": s, "offline": v / 2, "online": v} for (a, d, s), v in scores.items()]
+    return [{"algo": a, "dataset": d, "seed": s, "offline": v / 2, "online": v}
+            for (a, d, s), v in scores.items()]
 
 
-def test_score_matrices_keep_common_seeds_and_report_drops():
+def test_score_matrices_keep_common_seeds_and_report_drops(synthetic_runs):
     scores = {(a, d, s): 10.0 * s + (5.0 if a == "baq" else 0.0) + (1.0 if d == "t2" else 0.0)
               for a in ("baq", "iql") for d in ("t1", "t2") for s in range(3)}
     del scores[("iql", "t2", 1)]  # IQL lacks seed 1 on t2: its common seeds are 0 and 2
@@ -132,7 +133,7 @@ def test_score_matrices_keep_common_seeds_and_report_drops():
     assert any("IQL: 1 run(s) dropped" in w for w in built.warnings)
 
 
-def test_a_method_missing_a_task_is_left_out_rather_than_the_task():
+def test_a_method_missing_a_task_is_left_out_rather_than_the_task(synthetic_runs):
     scores = {(a, d, s): 50.0 for a in ("baq", "iql", "cql") for d in ("t1", "t2") for s in range(2)}
     del scores[("cql", "t2", 0)], scores[("cql", "t2", 1)]
     built = aggregate.score_matrices(analyse(synthetic_runs(_records(scores))))
@@ -141,7 +142,7 @@ def test_a_method_missing_a_task_is_left_out_rather_than_the_task():
     assert any(w.startswith("CQL left out of the aggregates") for w in built.warnings)
 
 
-def test_iqm_curve_matches_trim_mean_at_each_step():
+def test_iqm_curve_matches_trim_mean_at_each_step(synthetic_runs):
     records = [{"algo": "baq", "dataset": d, "seed": s, "offline": 10.0 * s + i, "online": 30.0 * s - i}
                for i, d in enumerate(("t1", "t2")) for s in range(4)]
     loaded = synthetic_runs(records)
@@ -153,4 +154,5 @@ def test_iqm_curve_matches_trim_mean_at_each_step():
         values = [r[phase_value] for r in records]
         assert curves.loc[curves["step"] == step, "iqm"].item() == pytest.approx(
             scipy.stats.trim_mean(values, 0.25))
-    assert (curves["ci_low"] <= curves["iqm"] + 1e-9).all() and (curves["iqm"] <= curves["ci_high"] + 1e-9).all()
+    assert (curves["ci_low"] <= curves["iqm"] + 1e-9).all()
+    assert (curves["iqm"] <= curves["ci_high"] + 1e-9).all()

@@ -79,6 +79,12 @@ def behavior_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_behavior_dir(tmp_path_factory.mktemp("behavior"))
 
 
+@pytest.fixture
+def make_behavior_dir():
+    """The factory itself, for tests that need a partial or tampered behaviour folder."""
+    return write_behavior_dir
+
+
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, behavior_root: Path) -> Path:
     """Every test gets empty data dirs and the synthetic behaviour folder; nothing touches ~."""

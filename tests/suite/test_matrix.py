@@ -1,0 +1,227 @@
+"""Matrix files: validation errors, expansion into cells, cell identity, the shipped experiments."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from suite.algorithm import algorithm_names, make_config
+from suite.errors import UserError
+from suite.matrix import cell_hash, format_dry_run, load_matrix
+from suite.runner import print_dry_run
+from suite.train import TrainConfig
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+BUDGET = """
+[budget]
+offline_steps = 30
+online_steps = 20
+eval_interval = 10
+eval_episodes = 1
+utd = 1
+"""
+
+
+def write(tmp_path: Path, body: str, name: str = "m.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+def base(algorithms: str = '["iql"]', datasets: str = '["d4rl:hopper-medium-v2"]', seeds: str = "[0]") -> str:
+    return f"algorithms = {algorithms}\ndatasets = {datasets}\nseeds = {seeds}\n"
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(UserError) as info:
+        load_matrix(path)
+    message = str(info.value)
+    assert "\n" not in message, "errors are one line"
+    return message
+
+
+# --- validation -------------------------------------------------------------------------------------------
+def test_malformed_toml_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, base() + BUDGET + "\n[overrides.iql]\nexpectile = = 0.9\n")
+    line = (base() + BUDGET).count("\n") + 3  # the broken line, 1-based
+    assert error_of(path).startswith(f"{path}:{line}: malformed TOML")
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ('colour = "red"\n' + base() + BUDGET, "unknown top-level key 'colour'; accepted: name,"),
+    (base(algorithms='["iql", "ppo"]') + BUDGET, "unknown algorithm 'ppo' in algorithms; accepted: "),
+    (base(algorithms='[]') + BUDGET, "algorithms is empty"),
+    (base(datasets='[]') + BUDGET, "datasets is empty"),
+    (base(seeds='[]') + BUDGET, "seeds is empty"),
+    (base(seeds='"0"') + BUDGET, "seeds must be a list, got '0' (str)"),
+    (base(seeds='[0, 0]') + BUDGET, "seeds lists an entry twice"),
+    (base(seeds='[1.5]') + BUDGET, "seeds must be non-negative integers, got 1.5"),
+    (base(algorithms='"iql"') + BUDGET, "algorithms must be a list, got 'iql' (str)"),
+    (base(datasets='[3]') + BUDGET, "datasets must be a list of strings, got 3 (int)"),
+    (base(), "missing required key 'budget'"),
+    (base() + BUDGET.replace("utd = 1", ""), "[budget] is missing utd"),
+    (base() + BUDGET + "max_steps = 3\n", "unknown key 'max_steps' in [budget]; accepted: offline_steps,"),
+    (base() + BUDGET.replace("= 30", '= "30"'),
+     "parameter 'offline_steps' of [budget] must be int, got '30'"),
+    (base() + BUDGET.replace("= 30", "= -30"), "offline_steps must be >= 0, got -30"),
+    (base() + BUDGET + "[overrides.iql]\nexpectile = 0.9\nfoo = 1\n",
+     "unknown parameter 'foo' for algorithm 'iql'"),
+    (base() + BUDGET + '[overrides.iql]\nexpectile = "high"\n',
+     "parameter 'expectile' of algorithm 'iql' must be"),
+    (base() + BUDGET + "[overrides.sac]\nx = 1\n", "unknown algorithm 'sac' in [overrides.sac]; accepted: "),
+    (base() + BUDGET + "[sweep.iql]\nexpectile = []\n", "[sweep.iql] expectile is an empty list"),
+    (base() + BUDGET + "[sweep.iql]\n", "[sweep.iql] is empty"),
+    (base() + BUDGET + "[sweep.iql]\nexpectile = 0.9\n",
+     "[sweep.iql] expectile must be a list of values, got 0.9"),
+    (base() + BUDGET + "[sweep.iql]\nexpectile = [0.7, 0.7]\n", "[sweep.iql] expectile lists a value twice"),
+    (base() + BUDGET + "[sweep.iql]\nbogus = [1, 2]\n", "unknown parameter 'bogus' for algorithm 'iql'"),
+    (base() + BUDGET + "[overrides.iql]\ntau = 0.1\n[sweep.iql]\ntau = [0.2]\n",
+     "'tau' is both in [overrides.iql]"),
+    (base(datasets='["hopper-medium-v2"]') + BUDGET,
+     "must be source:name with source one of d4rl, minari, local"),
+    (base(datasets='["gym:hopper"]') + BUDGET,
+     "unknown dataset source 'gym' in 'gym:hopper'; accepted: d4rl,"),
+    (base(datasets='["d4rl:hopper-mediocre-v2"]') + BUDGET,
+     "unknown D4RL dataset 'hopper-mediocre-v2'; accepted: "),
+    (base(datasets='["local:hopper-mediocre"]') + BUDGET,
+     "unknown local dataset 'hopper-mediocre'; accepted: "),
+    (base(datasets='["minari:hopper"]') + BUDGET, "malformed Minari id 'hopper'"),
+    ('name = "a b"\n' + base() + BUDGET, "name must be letters, digits"),
+    ('device = "tpu"\n' + base() + BUDGET, "unknown device 'tpu'; accepted: cpu, cuda, cuda:N"),
+])
+def test_bad_input_is_one_clear_line(tmp_path: Path, body: str, expected: str) -> None:
+    path = write(tmp_path, body)
+    message = error_of(path)
+    assert expected in message
+    assert message.startswith(str(path))
+
+
+def test_error_lists_what_is_accepted(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, base(algorithms='["ppo"]') + BUDGET))
+    assert message.endswith(", ".join(algorithm_names()))
+    message = error_of(write(tmp_path, base(datasets='["local:hopper-mediocre"]') + BUDGET))
+    assert "hopper-medium-replay" in message
+
+
+def test_sweep_table_for_an_algorithm_not_in_the_matrix_is_refused(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, base() + BUDGET + "[sweep.cql]\nalpha = [1.0]\n"))
+    assert "[sweep.cql] is for an algorithm not in algorithms (iql)" in message
+
+
+def test_cells_resolving_to_the_same_config_are_refused(tmp_path: Path) -> None:
+    default = make_config("iql").expectile
+    tau = make_config("iql").tau
+    body = base() + BUDGET + f"[[sweep.iql]]\nexpectile = [{default}]\n[[sweep.iql]]\ntau = [{tau}]\n"
+    assert "resolve to the same config" in error_of(write(tmp_path, body))
+
+
+def test_missing_file_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot read matrix file"):
+        load_matrix(tmp_path / "nope.toml")
+
+
+# --- expansion --------------------------------------------------------------------------------------------
+def test_sweep_expands_to_the_cartesian_product(tmp_path: Path) -> None:
+    body = (base(datasets='["d4rl:hopper-medium-v2", "d4rl:walker2d-medium-v2"]', seeds="[0, 1, 2]") + BUDGET
+            + "[overrides.iql]\ntau = 0.01\n"
+            + "[sweep.iql]\nexpectile = [0.5, 0.7, 0.9]\ntemperature = [1.0, 3.0]\n")
+    matrix = load_matrix(write(tmp_path, body, "sweepy.toml"))
+    assert matrix.name == "sweepy"  # default: the file stem
+    cells = matrix.cells()
+    assert len(cells) == 3 * 2 * 2 * 3
+    want = {(e, t, d, s) for e, t, d, s in itertools.product(
+        [0.5, 0.7, 0.9], [1.0, 3.0], ["d4rl:hopper-medium-v2", "d4rl:walker2d-medium-v2"], [0, 1, 2])}
+    got = {(c.overrides["expectile"], c.overrides["temperature"], c.dataset, c.seed) for c in cells}
+    assert got == want
+    for c in cells:
+        assert c.overrides["tau"] == 0.01 and c.config.algo_params == c.overrides
+        assert c.config.offline_steps == 30 and c.config.online_steps == 20 and c.config.eval_interval == 10
+        assert json.loads(c.overrides_json) == c.overrides
+    assert len({c.hash for c in cells}) == len(cells)
+
+
+def test_array_of_sweep_tables_is_a_union_of_products(tmp_path: Path) -> None:
+    body = (base() + BUDGET + "[[sweep.iql]]\nexpectile = [0.5, 0.9]\n"
+            "[[sweep.iql]]\nexpectile = [0.6]\ntemperature = [1.0, 2.0, 4.0]\n")
+    cells = load_matrix(write(tmp_path, body)).cells()
+    assert [c.overrides for c in cells] == [
+        {"expectile": 0.5}, {"expectile": 0.9},
+        {"expectile": 0.6, "temperature": 1.0}, {"expectile": 0.6, "temperature": 2.0},
+        {"expectile": 0.6, "temperature": 4.0},
+    ]
+
+
+def test_algorithms_without_a_sweep_run_once_with_their_overrides(tmp_path: Path) -> None:
+    if "cql" not in algorithm_names():
+        pytest.skip("cql is not registered in this checkout")
+    body = base(algorithms='["iql", "cql"]') + BUDGET + "[sweep.iql]\nexpectile = [0.5, 0.9]\n"
+    cells = load_matrix(write(tmp_path, body)).cells()
+    assert [(c.algo, c.overrides) for c in cells] == [
+        ("iql", {"expectile": 0.5}), ("iql", {"expectile": 0.9}), ("cql", {})]
+
+
+def test_cell_hash_is_the_hash_of_the_resolved_config(tmp_path: Path) -> None:
+    body = base(seeds="[0, 1]") + BUDGET + "[overrides.iql]\nexpectile = 0.8\n"
+    cells = load_matrix(write(tmp_path, body)).cells()
+    for cell in cells:
+        cfg = TrainConfig(algo="iql", dataset="d4rl:hopper-medium-v2", seed=cell.seed, offline_steps=30,
+                          online_steps=20, eval_interval=10, eval_episodes=1, utd=1,
+                          algo_params={"expectile": 0.8})
+        algo_params = dataclasses.asdict(make_config("iql", {"expectile": 0.8}))
+        resolved = dataclasses.asdict(cfg) | {"algo_params": algo_params}
+        canonical = json.dumps(resolved, sort_keys=True, default=str, separators=(",", ":"))
+        assert cell.hash == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert cells[0].hash != cells[1].hash
+
+
+def test_writing_a_default_explicitly_keeps_the_cell_identity(tmp_path: Path) -> None:
+    plain = load_matrix(write(tmp_path, base() + BUDGET, "a.toml")).cells()[0]
+    default = make_config("iql").expectile
+    explicit = load_matrix(write(tmp_path, base() + BUDGET + f"[overrides.iql]\nexpectile = {default}\n",
+                                 "b.toml")).cells()[0]
+    assert plain.hash == explicit.hash == cell_hash(plain.config)
+    changed = load_matrix(write(tmp_path, base() + BUDGET.replace("= 30", "= 31"), "c.toml")).cells()[0]
+    assert changed.hash != plain.hash
+
+
+def test_dry_run_lists_every_cell_and_the_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = 'name = "dry"\n' + base(seeds="[3, 4]") + BUDGET + "[sweep.iql]\nexpectile = [0.6, 0.8]\n"
+    matrix = load_matrix(write(tmp_path, body))
+    print_dry_run(matrix)
+    out = capsys.readouterr().out
+    assert out.strip() == format_dry_run(matrix)
+    lines = out.strip().splitlines()
+    assert lines[-1] == "4 cells"
+    rows = [line.split() for line in lines[:-1] if line.split()[:1] and line.split()[0].isdigit()]
+    assert [r[0] for r in rows] == ["1", "2", "3", "4"]
+    for row, cell in zip(rows, matrix.cells(), strict=True):
+        assert row[1:4] == ["iql", "d4rl:hopper-medium-v2", str(cell.seed)]
+        assert row[-1] == cell.hash and f'"expectile": {cell.overrides["expectile"]}' in " ".join(row)
+
+
+# --- shipped experiment files -----------------------------------------------------------------------------
+def test_shipped_experiments_validate() -> None:
+    missing = {"iql", "cql", "awac", "baq"} - set(algorithm_names())
+    if missing:
+        pytest.skip(f"algorithms not registered in this checkout: {sorted(missing)}")
+    quick = load_matrix(EXPERIMENTS / "quickstart.toml")
+    assert sorted(quick.algorithms) == ["awac", "baq", "cql", "iql"]
+    assert quick.datasets == ["local:hopper-medium-replay"] and len(quick.cells()) == 8
+    tasks = [f"{env}-{q}" for env in ("halfcheetah", "hopper", "walker2d")
+             for q in ("medium", "medium-replay", "medium-expert")]
+    paper = load_matrix(EXPERIMENTS / "paper_table.toml")
+    assert paper.datasets == [f"d4rl:{t}-v2" for t in tasks] and paper.seeds == [0, 1, 2, 3, 4]
+    assert paper.budget["offline_steps"] == paper.budget["online_steps"] == 1_000_000
+    assert len(paper.cells()) == 9 * 4 * 5
+    local = load_matrix(EXPERIMENTS / "local_table.toml")
+    assert local.datasets == [f"local:{t}" for t in tasks] and len(local.cells()) == 180
+    ablation = load_matrix(EXPERIMENTS / "ablation_schedule.toml")
+    assert ablation.algorithms == ["baq"]
+    schedules = {c.overrides["schedule"] for c in ablation.cells()}
+    assert schedules == {"constant", "linear", "exponential", "cosine", "step", "adaptive"}
+    assert len(ablation.cells()) == (2 * 3 + 3 * 3 * 3 + 3 * 3) * 2 * 3
