@@ -43,9 +43,6 @@ class Analysis:
     paper: bool
     warnings: list[str] = field(default_factory=list)
 
-    def algorithm_of(self, method: str) -> str:
-        return str(self.cells.loc[self.cells["method"] == method, "algorithm"].iloc[0])
-
 
 def parse_matrix(matrix: dict | None) -> MatrixSpec | None:
     """Validate the optional expected-cells dict {algorithms, datasets, seeds[, paper]}."""

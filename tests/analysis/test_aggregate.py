@@ -156,3 +156,6 @@ def test_iqm_curve_matches_trim_mean_at_each_step(synthetic_runs):
             scipy.stats.trim_mean(values, 0.25))
     assert (curves["ci_low"] <= curves["iqm"] + 1e-9).all()
     assert (curves["iqm"] <= curves["ci_high"] + 1e-9).all()
+    again = aggregate.iqm_curves(loaded.scores, built, seed=0, reps=REPS, offline_steps={"BAQ": 100})
+    other = aggregate.iqm_curves(loaded.scores, built, seed=1, reps=REPS, offline_steps={"BAQ": 100})
+    assert curves.equals(again) and not curves["ci_low"].equals(other["ci_low"])

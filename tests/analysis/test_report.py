@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import matplotlib.image
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import scipy.stats
 from PIL import Image
 
-from analysis.report import redact_uri, report, safe_name
+from analysis.report import _remove_stale, redact_uri, report, safe_name
 from suite.errors import UserError
 
 DATASETS = ["d4rl:hopper-medium-v2", "d4rl:walker2d-medium-v2"]
@@ -121,14 +122,8 @@ def test_report_end_to_end(logged, tmp_path):
         assert Image.open(png).info["dpi"][0] == pytest.approx(200, abs=1)
         assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
 
-    # Same runs and seed → identical numbers; a second report in the same folder replaces the first.
-    first = {n: (folder / n).read_bytes() for n in ("aggregates.csv", "probability_of_improvement.csv",
-                                                     "performance_profiles.csv", "iqm_curve.csv", "table.md")}
-    (folder / "stale.png").write_bytes(b"x")  # not in the manifest: a user's file, left alone
-    report("paper-small", tracking_uri=store.uri, out_dir=tmp_path / "results", seed=3, reps=REPS,
-           matrix=matrix)
-    assert {n: (folder / n).read_bytes() for n in first} == first
-    assert (folder / "stale.png").exists()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["reps"] == REPS and set(manifest["files"]) == names
 
 
 def test_sweep_report_has_labelled_columns_and_sensitivity_plots(store, tmp_path, curve):
@@ -170,3 +165,11 @@ def test_names_and_uris_are_safe_to_write():
     assert safe_name("../..") == "experiment"
     assert redact_uri("http://alice:secret@host:5000/x") == "http://host:5000/x"
     assert redact_uri("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+
+
+def test_a_rerun_removes_only_files_an_earlier_report_listed(tmp_path):
+    for name in ("old_plot.png", "kept.csv", "users_notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": ["old_plot.png", "kept.csv", "../escape"]}))
+    _remove_stale(tmp_path, fresh={"kept.csv"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.csv", "manifest.json", "users_notes.txt"]
