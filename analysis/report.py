@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,7 +36,7 @@ def safe_name(experiment: str) -> str:
 def redact_uri(uri: str | None) -> str:
     """The tracking URI without any user:password part, fit to be written into a README."""
     if uri is None:
-        return "(MLflow default: MLFLOW_TRACKING_URI or ./mlruns)"
+        return "(MLflow default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)"
     parts = urlsplit(uri)
     if not (parts.username or parts.password):
         return uri
@@ -139,6 +141,11 @@ def report(source: str, *, tracking_uri: str | None, out_dir: Path, seed: int = 
     algorithm_of = dict(zip(analysis.cells["method"], analysis.cells["algorithm"], strict=False))
     pairs = aggregate.improvement_pairs(list(matrices.matrices["online"]), algorithm_of)
     poi = aggregate.improvement_probabilities(matrices.matrices, pairs, seed, reps)
+    if aggregates.empty:
+        analysis.warnings.append("no rliable aggregates: no method has a finished run on every task kept")
+    elif not pairs:
+        analysis.warnings.append("no probability of improvement: it needs BAQ and a method of another "
+                                 "algorithm in the aggregates")
     writer.csv("probability_of_improvement.csv", poi, "P(BAQ > other) with 95% intervals")
     taus = np.linspace(0.0, _score_upper(analysis.finals), 101)
     profiles = {p: aggregate.performance_profiles(matrices.matrices[p], taus, seed, reps)
@@ -178,6 +185,50 @@ def report(source: str, *, tracking_uri: str | None, out_dir: Path, seed: int = 
     _remove_stale(folder, fresh)
     writer.text("README.md", readme_text(analysis, table, runs, writer.described, seed=seed, reps=reps,
                                          tracking_uri=redact_uri(tracking_uri)), "this file")
-    writer.text("manifest.json", json.dumps({"experiment": source, "seed": seed, "reps": reps,
+    writer.text("manifest.json", json.dumps({"experiment": source, "seed": int(seed), "reps": int(reps),
                                              "files": sorted(fresh)}, indent=2) + "\n", "list of files")
     return folder
+
+
+# Matrices whose table is the BAQ paper's (local_table is the same 9 tasks on locally built datasets): their
+# report prints the published totals beside ours.
+PAPER_MATRICES = {"paper_table"}  # published D4RL totals; local_table is not D4RL data
+
+
+def matrix_from_file(path: Path) -> tuple[str, dict]:
+    """(experiment name, expected cells) from a matrix file (experiments/*.toml).
+
+    Read with tomllib rather than suite.matrix, which imports the algorithms (and torch); `baq run` has
+    validated the file, so only the keys the report needs are checked here."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise UserError(f"cannot read matrix file {path}: {err}") from None
+    missing = [k for k in ("algorithms", "datasets", "seeds") if k not in doc]
+    if missing:
+        raise UserError(f"matrix file {path} lacks {', '.join(missing)}; accepted: a matrix file as "
+                        "`baq run` takes (docs/runner.md)")
+    name = doc.get("name", path.stem)
+    matrix = {"algorithms": doc["algorithms"], "datasets": doc["datasets"], "seeds": doc["seeds"],
+              "paper": name in PAPER_MATRICES}
+    return str(name), matrix
+
+
+def report_cli(source: str, *, tracking_uri: str | None, seed: int = 0, reps: int = 2000,
+               out_root: Path | None = None) -> int:
+    """`baq report FILE_OR_EXPERIMENT`: a matrix file names the experiment and its expected cells; anything
+    else is an experiment name. Store and output default to the runner's: $BAQ_RESULTS_DIR or ./results."""
+    from suite.tracking import default_tracking_uri
+
+    path = Path(source)
+    if path.is_file():
+        experiment, matrix = matrix_from_file(path)
+    elif source.endswith(".toml"):
+        raise UserError(f"matrix file {source} not found; accepted: a matrix file or an MLflow experiment name")
+    else:
+        experiment, matrix = source, None
+    out = Path(out_root) if out_root else Path(os.environ.get("BAQ_RESULTS_DIR", "results"))
+    folder = report(experiment, tracking_uri=tracking_uri or default_tracking_uri(), out_dir=out, seed=seed,
+                    reps=reps, matrix=matrix)
+    print(f"report for {experiment!r} written to {folder} (README.md lists the files and what is incomplete)")
+    return 0

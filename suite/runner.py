@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import json
 import multiprocessing as mp
 import os
 import queue as queue_module
@@ -136,8 +137,6 @@ def _continuable_run(client: Any, runs: list[Any], run_dir: Path, uri: str) -> s
     chosen = max(runs, key=lambda r: r.info.start_time or 0)
     record = run_dir / RUN_FILE
     if record.exists():
-        import json
-
         try:
             saved = json.loads(record.read_text())
         except (OSError, ValueError):
@@ -243,7 +242,7 @@ def _worker_loop(jobs: Any, events: Any, parent_pid: int) -> None:
     while True:
         try:
             job = jobs.recv()
-        except EOFError:  # the runner is gone
+        except (EOFError, KeyboardInterrupt):  # the runner is gone, or Ctrl-C while idle
             return
         if job is None:
             return

@@ -80,7 +80,20 @@ def _client(tracking_uri: str | None):
     for name in ("mlflow", "alembic"):  # store-creation chatter would drown the CLI's own output
         logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri), uri
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri), uri
+    # Opening a sqlite store runs MLflow's schema migrations; two processes doing that on a new store at once
+    # collide ("duplicate column name"), so parallel workers take turns through a lock file beside the db.
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.parent / f".{db.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return MlflowClient(tracking_uri=uri), uri
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import tempfile
@@ -87,11 +88,17 @@ def download(name: str, target: Path) -> None:
             columns = (*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
             with Progress(*columns, console=Console(stderr=True)) as bar:
                 task = bar.add_task(f"download {target.name}", total=total)
+                written = 0
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
+                    written += len(chunk)
                     bar.advance(task, len(chunk))
+        if total is not None and written != total:
+            raise OSError(f"got {written} of {total} bytes")
+        if not h5py.is_hdf5(tmp_name):
+            raise OSError("the server's reply is not an HDF5 file")
         os.replace(tmp_name, target)
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         Path(tmp_name).unlink(missing_ok=True)
         raise UserError(f"downloading {url} failed ({err}): {hint}") from None
     except BaseException:

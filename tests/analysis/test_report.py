@@ -12,7 +12,7 @@ import pytest
 import scipy.stats
 from PIL import Image
 
-from analysis.report import _remove_stale, redact_uri, report, safe_name
+from analysis.report import _remove_stale, redact_uri, report, report_cli, safe_name
 from suite.errors import UserError
 
 DATASETS = ["d4rl:hopper-medium-v2", "d4rl:walker2d-medium-v2"]
@@ -173,3 +173,21 @@ def test_a_rerun_removes_only_files_an_earlier_report_listed(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"files": ["old_plot.png", "kept.csv", "../escape"]}))
     _remove_stale(tmp_path, fresh={"kept.csv"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.csv", "manifest.json", "users_notes.txt"]
+
+
+def test_cli_entry_reads_the_expected_cells_from_a_matrix_file(store, tmp_path, curve, capsys):
+    exp = store.experiment("quick", tmp_path)
+    run_id = store.log_run(exp, algo="iql", dataset=DATASETS[0], seed=0, offline_steps=OFFLINE,
+                           scores=curve(OFFLINE, ONLINE, 20.0, 30.0, EVERY))
+    matrix_file = tmp_path / "quick.toml"
+    matrix_file.write_text('name = "quick"\nalgorithms = ["iql", "awac"]\n'
+                           f'datasets = ["{DATASETS[0]}"]\nseeds = [0, 1]\n[budget]\noffline_steps = 100\n')
+    assert report_cli(str(matrix_file), tracking_uri=store.uri, seed=0, reps=20, out_root=tmp_path / "r") == 0
+    folder = tmp_path / "r" / "quick"
+    assert str(folder) in capsys.readouterr().out
+    table = (folder / "table.md").read_text()
+    assert _cell(table, "hopper-medium-v2", 1) == "**20.0** → **30.0** †(n=1/2)"
+    assert _cell(table, "hopper-medium-v2", 2) == "— †(n=0/2)"
+    assert run_id in (folder / "README.md").read_text()
+    with pytest.raises(UserError, match="matrix file missing.toml not found"):
+        report_cli("missing.toml", tracking_uri=store.uri)

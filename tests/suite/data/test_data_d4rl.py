@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -171,26 +173,45 @@ def test_reachability_check_is_bounded_when_connect_hangs(monkeypatch: pytest.Mo
         release.set()
 
 
-def test_missing_file_is_downloaded_atomically_from_local_server(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    served = tmp_path / "server"
-    raw = d4rl_arrays()
-    write_hdf5(served / d4rl.file_name("walker2d-expert-v2"), raw)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+@contextlib.contextmanager
+def local_server(directory: Path) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 serving `directory`; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
     handler.log_message = lambda *args: None  # type: ignore[method-assign]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        monkeypatch.setattr(d4rl, "BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
-        dataset = load_dataset("d4rl:walker2d-expert-v2")
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_missing_file_is_downloaded_atomically_from_local_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served = tmp_path / "server"
+    write_hdf5(served / d4rl.file_name("walker2d-expert-v2"), d4rl_arrays())
+    with local_server(served) as url:
+        monkeypatch.setattr(d4rl, "BASE_URL", url)
+        dataset = load_dataset("d4rl:walker2d-expert-v2")
     target = d4rl.dataset_dir() / "walker2d_expert-v2.hdf5"
     assert target.read_bytes() == (served / "walker2d_expert-v2.hdf5").read_bytes()
     assert os.listdir(d4rl.dataset_dir()) == ["walker2d_expert-v2.hdf5"]  # no temp file left behind
     assert len(dataset) == 8 and dataset.env_id == "Walker2d-v4"
     # Present now: a second load does not download (the server is gone).
     assert load_dataset("d4rl:walker2d-expert-v2").sha256 == dataset.sha256
+
+
+def test_download_that_is_not_hdf5_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    served = tmp_path / "server"
+    served.mkdir()
+    (served / "hopper_random-v2.hdf5").write_text("<html>moved</html>")
+    with local_server(served) as url:
+        monkeypatch.setattr(d4rl, "BASE_URL", url)
+        with pytest.raises(UserError, match="hopper_random-v2.hdf5 failed .*not an HDF5 file.*D4RL_DATASET_DIR"):
+            load_dataset("d4rl:hopper-random-v2")
+        with pytest.raises(UserError, match="failed \\(HTTP Error 404"):
+            load_dataset("d4rl:hopper-expert-v2")
+    assert os.listdir(d4rl.dataset_dir()) == []
