@@ -161,9 +161,17 @@ class ProgressBoard:
         return f"{self.title}: " + " · ".join(parts)
 
     def render(self) -> Any:
+        """The header line, then the running and failed cells (finished ones only count)."""
+        from rich.console import Group
+        from rich.text import Text
+
+        table = self.table()
+        return Group(Text(self.header(), style="bold"), *([table] if table.row_count else []))
+
+    def table(self) -> Any:
         from rich.table import Table
 
-        table = Table(title=self.header(), title_justify="left", expand=False)
+        table = Table(expand=False)
         for col in ("cell", "state", "phase", "step", "score", "steps/s"):
             table.add_column(col, justify="right" if col in ("step", "score", "steps/s") else "left")
         shown = [self.cells[h] for h in self.order if self.cells[h].state in (RUNNING, FAILED)]
@@ -173,7 +181,8 @@ class ProgressBoard:
             table.add_row(
                 f"{s.cell.label} [{s.cell.hash[:8]}]",
                 s.state if s.state != FAILED else f"[red]failed[/red] {s.detail[:60]}",
-                s.phase, f"{s.step}/{total}{pct}" if s.state == RUNNING else "",
+                s.phase or ("starting" if s.state == RUNNING else ""),
+                f"{s.step}/{total}{pct}" if s.state == RUNNING else "",
                 f"{s.score:.1f}" if s.score is not None else "",
                 f"{s.steps_per_s:.0f}" if s.steps_per_s else "",
             )

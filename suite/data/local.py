@@ -141,13 +141,15 @@ class TanhGaussianPolicy:
 
 @contextlib.contextmanager
 def _one_blas_thread() -> Iterator[None]:
-    """Run BLAS single-threaded: the policy's small matmuls get ~10x slower when OpenBLAS threads
-    contend for a busy CPU (measured 4 ms vs 0.3 ms per forward on a loaded 2-core machine)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it BLAS keeps its default thread count
-        yield
-        return
+    """Run BLAS single-threaded while collecting.
+
+    Determinism: OpenBLAS's multi-threaded sgemm rounds differently from its single-threaded one, and
+    the dynamics amplify one ulp into a different dataset (measured: 40k halfcheetah transitions hash
+    differently with 1 and 2 threads, identically across 1-thread runs). Speed: on a busy 2-core machine
+    threaded 32x256 matmuls took 4 ms per forward against 0.3 ms single-threaded.
+    """
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 

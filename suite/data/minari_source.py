@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from suite.data import scores
 from suite.data.d4rl import tcp_reachable
 from suite.data.dataset import ARRAY_FIELDS, Dataset
 from suite.errors import UserError
+
+if TYPE_CHECKING:  # minari is imported lazily: it is slow to import and only this source needs it
+    from minari import MinariDataset
 
 # Minari's default remote is the Hugging Face hub ("hf://farama-minari"). minari's own download retries
 # for ~24 s when offline, so a TCP check with a short deadline runs first; tests point this at a closed
@@ -25,7 +29,7 @@ def minari_root() -> Path:
     return Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets")).expanduser()
 
 
-def open_minari(dataset_id: str, *, download: bool = False):  # -> minari.MinariDataset
+def open_minari(dataset_id: str, *, download: bool = False) -> MinariDataset:
     """The MinariDataset `dataset_id` from the local root; fetched from Minari's remote only if `download`."""
     import minari
     from minari.dataset.minari_dataset import parse_dataset_id
@@ -91,7 +95,7 @@ def flatten_episodes(episodes: Iterable) -> dict[str, np.ndarray]:
     return flat
 
 
-def env_id_of(minari_dataset) -> str:
+def env_id_of(minari_dataset: MinariDataset) -> str:
     """Gymnasium id for evaluation: the dataset's eval env spec, else the env it was collected on."""
     spec = getattr(minari_dataset, "_eval_env_spec", None) or minari_dataset.env_spec
     if spec is None:
@@ -99,7 +103,7 @@ def env_id_of(minari_dataset) -> str:
     return str(spec.id)
 
 
-def reference_scores(minari_dataset, env_id: str) -> tuple[float, float, str]:
+def reference_scores(minari_dataset: MinariDataset, env_id: str) -> tuple[float, float, str]:
     """(min, max, origin): the dataset's own ref scores, else D4RL's for its env, else UserError."""
     metadata = minari_dataset.storage.metadata
     low, high = metadata.get("ref_min_score"), metadata.get("ref_max_score")
@@ -115,7 +119,7 @@ def reference_scores(minari_dataset, env_id: str) -> tuple[float, float, str]:
     return low, high, "D4RL reference (suite.data.scores)"
 
 
-def to_dataset(minari_dataset, suite_id: str, provenance: dict[str, str]) -> Dataset:
+def to_dataset(minari_dataset: MinariDataset, suite_id: str, provenance: dict[str, str]) -> Dataset:
     """Flatten a MinariDataset into the suite's Dataset."""
     env_id = env_id_of(minari_dataset)
     low, high, origin = reference_scores(minari_dataset, env_id)

@@ -318,5 +318,5 @@ def test_board_counts_rates_and_eta(tiny_dataset_id: str, tmp_path: Path) -> Non
     assert not board.all_finished()
     summary = board.summary()
     assert summary[0] == "board: 4 cells: 1 finished, 1 failed, 1 running elsewhere, 1 not run"
-    table = board.render()
-    assert table.row_count == 1  # running and failed cells are listed; b is the failed one
+    assert board.table().row_count == 1  # running and failed cells are listed; b is the failed one
+    assert len(board.render().renderables) == 2  # the header line and that table
