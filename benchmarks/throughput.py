@@ -302,6 +302,11 @@ def roofline(passes: list[Pass], cache: dict, repeats: int = 5, batch: int = BAT
     return {"flops": flops, "gflop_s": flops / seconds / 1e9, "matmul_seconds": seconds}
 
 
+def matmul_peak(repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of square single-matrix products, for scale: what this core reaches on friendlier shapes."""
+    return {f"{n}^3": gemm_flops((1, n, n, n)) / gemm_seconds((1, n, n, n), repeats) / 1e9 for n in (256, 1024)}
+
+
 # --- the throughput table -----------------------------------------------------------------------------------
 def throughput_table(algos: list[str], updates: int = 300, warmup: int = 50, repeats: int = 5,
                      with_d3rlpy: bool = True, n_transitions: int = N_TRANSITIONS) -> list[dict[str, Any]]:
@@ -316,6 +321,8 @@ def throughput_table(algos: list[str], updates: int = 300, warmup: int = 50, rep
         scale = UPDATE_SCALE.get(name, 1.0)
         n_updates, n_warmup = max(1, round(updates * scale)), round(warmup * scale)
         rates = measure(steppers, n_updates, n_warmup, repeats)
+        if torch.get_num_threads() != 1:  # neither side may have changed it
+            raise RuntimeError(f"torch runs {torch.get_num_threads()} threads, expected 1")
         roof = roofline(network_passes(name, our_config(name)), gemm_cache, repeats)
         ours, peer = rates["ours"], rates.get("d3rlpy")
         achieved = roof["flops"] * ours["cpu"] / 1e9
@@ -578,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()
         rows = throughput_table(args.algos, args.updates, args.warmup, args.repeats, not args.no_d3rlpy)
         print(markdown_table(rows))
+        peak = matmul_peak(args.repeats)
+        print("matmul GFLOP/s for scale: " + ", ".join(f"{k} {v:.1f}" for k, v in peak.items()))
         e2e = None if args.no_e2e else end_to_end(E2EConfig(algo=args.e2e_algo, dataset=args.e2e_dataset))
         if e2e:
             print(e2e_report(e2e))
@@ -585,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
         if args.json:
             write_json(args.json, {"argv": sys.argv[1:] if argv is None else argv, "rows": rows, "e2e": e2e,
+                                   "matmul_peak_gflop_s": peak, "threads": torch.get_num_threads(),
                                    "torch": torch.__version__, "load_before": load_before,
                                    "load_after": load_after})
     except UserError as err:

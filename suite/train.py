@@ -21,8 +21,7 @@ import torch
 from suite import checkpoint
 from suite.algorithm import Algorithm, apply_overrides, config_dict, get_algorithm, make_config
 from suite.buffer import ReplayBuffer
-from suite.data import Dataset, load_dataset
-from suite.data import _split_id as check_dataset_id  # noqa: I001
+from suite.data import Dataset, check_dataset_id, load_dataset
 from suite.envs import evaluate, make_env
 from suite.errors import UserError
 from suite.tracking import MemorySink, MetricsSink, flatten

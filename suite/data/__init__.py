@@ -10,7 +10,7 @@ from suite.errors import UserError
 
 SOURCES = ("d4rl", "minari", "local")
 
-__all__ = ["SOURCES", "Dataset", "build_local", "dataset_info", "list_datasets", "load_dataset"]
+__all__ = ["SOURCES", "Dataset", "build_local", "check_dataset_id", "dataset_info", "list_datasets", "load_dataset"]
 
 
 def _split_id(dataset_id: str) -> tuple[str, str]:
@@ -21,6 +21,19 @@ def _split_id(dataset_id: str) -> tuple[str, str]:
             "(e.g. d4rl:halfcheetah-medium-v2, minari:mujoco/halfcheetah/medium-v0, local:halfcheetah-medium)"
         )
     return source, name
+
+
+def check_dataset_id(dataset_id: str) -> None:
+    """Validate an id without loading or building anything: the source, and for d4rl/local the name."""
+    source, name = _split_id(dataset_id)
+    if source == "d4rl":
+        from suite.data import d4rl
+
+        d4rl._check_name(name)
+    elif source == "local":
+        from suite.data import local
+
+        local.parse_name(name)
 
 
 def load_dataset(dataset_id: str, *, download: bool = False) -> Dataset:
