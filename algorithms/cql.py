@@ -168,7 +168,8 @@ class CQL(Algorithm):
         n, (b, a_dim) = self.cfg.cql_n_actions, batch.act.shape
         uniform = torch.empty(b, n, a_dim, device=self.device).uniform_(-1.0, 1.0)
         uniform_log_density = torch.full((b, n), -a_dim * math.log(2.0), device=self.device)
-        policy_act, policy_log_pi = self.actor.sample(_repeat_rows(torch.cat([batch.obs, batch.next_obs]), n))
+        # One actor pass over the 2B states, n draws each (the same numbers as sampling n repeated rows).
+        policy_act, policy_log_pi = self.actor.sample_n(torch.cat([batch.obs, batch.next_obs]), n)
         policy_act = policy_act.view(2, b, n, a_dim)
         policy_log_pi = policy_log_pi.view(2, b, n)
         actions = torch.cat([uniform, policy_act[0], policy_act[1]], dim=1)

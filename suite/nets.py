@@ -48,6 +48,11 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.shape[-1] == 1:
+            # torch's CPU batched matmul is slow for a single output column; n addmm calls are ~2× faster
+            # forward+backward there (measured in benchmarks/throughput.py's profiling, docs/performance.md).
+            return torch.stack([torch.addmm(b, xi, w) for b, xi, w in
+                                zip(self.bias.unbind(0), x.unbind(0), self.weight.unbind(0), strict=True)])
         return torch.baddbmm(self.bias, x, self.weight)
 
 
@@ -149,6 +154,15 @@ class TanhGaussianPolicy(nn.Module):
         u = mean + std * torch.randn_like(mean)
         act = torch.tanh(u)
         return act, _tanh_gaussian_log_prob(u, mean, std)
+
+    def sample_n(self, obs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` actions per state from one forward pass: (B, n, |A|) and log-probabilities (B, n). Draws the
+        same noise, in the same order, as `sample` on the states repeated n times each."""
+        mean, std = self._mean_std(obs)
+        mean = mean.unsqueeze(1).expand(-1, n, -1)
+        std = std.unsqueeze(1).expand(-1, n, -1)
+        u = mean + std * torch.randn_like(mean)
+        return torch.tanh(u), _tanh_gaussian_log_prob(u, mean, std)
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         mean, std = self._mean_std(obs)

@@ -22,6 +22,7 @@ import queue as queue_module
 import signal
 import socket
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -164,18 +165,24 @@ def resolve_tracking_uri(tracking_uri: str | None, results_dir: Path) -> str:
     return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
 
 
-def open_store(uri: str, experiment: str) -> tuple[Any, str]:
+def open_store(uri: str, experiment: str, create: bool = True) -> tuple[Any, str | None]:
     """(client, experiment id), creating both under a file lock for sqlite: MLflow creates and migrates a
-    new sqlite file when the client is made, and two processes doing that at once can break it."""
+    new sqlite file when the client is made, and two processes doing that at once can break it. With
+    `create=False` a missing experiment gives None."""
+    def connect() -> tuple[Any, str | None]:
+        client, resolved = _client(uri)
+        if create:
+            return client, get_or_create_experiment(client, experiment, resolved)
+        found = client.get_experiment_by_name(experiment)
+        return client, found.experiment_id if found else None
+
     if not uri.startswith("sqlite:///"):
-        client, uri = _client(uri)
-        return client, get_or_create_experiment(client, experiment, uri)
+        return connect()
     lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # blocking: the other process is done in seconds
-        client, uri = _client(uri)
-        return client, get_or_create_experiment(client, experiment, uri)
+        return connect()
 
 
 def _live(runs: list[Any]) -> list[Any]:
@@ -333,17 +340,28 @@ def _run_local(jobs: list[CellJob], workers: int, board: ProgressBoard) -> None:
                 pool[i] = _Worker(ctx, events) if pending else None
             pool = [w for w in pool if w is not None]
     except KeyboardInterrupt:
-        # Workers got the SIGINT too and are ending their runs as KILLED; give them a moment, then stop them.
+        # Ctrl-C in a terminal reaches the workers too, and they end their runs as KILLED. A SIGINT sent to
+        # the runner alone is passed on, so that its workers do the same instead of being terminated.
+        _wait(pool, 2.0)
         for w in pool:
-            w.proc.join(timeout=10)
+            if w.proc.is_alive() and w.proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.proc.pid, signal.SIGINT)
+        _wait(pool, 15.0)
         raise
     finally:
         for w in pool:
             w.stop()
+        _wait(pool, 10.0)
         for w in pool:
-            w.proc.join(timeout=10)
             if w.proc.is_alive():
                 w.proc.terminate()
+
+
+def _wait(pool: list[Any], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    for w in pool:
+        w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _ray_cell(job: CellJob, events: Any) -> dict[str, Any]:
@@ -476,7 +494,6 @@ def run_matrix(
     return 0 if board.all_finished() else 1
 
 
-
 # --- dry run and status -----------------------------------------------------------------------------------
 def print_dry_run(matrix: Matrix) -> None:
     """The expanded cells (algo, dataset, seed, overrides, cell hash) and their count; nothing runs."""
@@ -491,8 +508,8 @@ def matrix_status(
     to $BAQ_RESULTS_DIR, else ./results (where `baq run` put the cells)."""
     results_dir = Path(results_dir or os.environ.get("BAQ_RESULTS_DIR", "results")).resolve()
     uri = resolve_tracking_uri(tracking_uri, results_dir)
-    client, experiment_id = open_store(uri, matrix.name)
-    runs = runs_by_cell(client, experiment_id)
+    client, experiment_id = open_store(uri, matrix.name, create=False)
+    runs = runs_by_cell(client, experiment_id) if experiment_id else {}
     rows, states = [], []
     for cell in matrix.cells():
         cell_runs_ = sorted(runs.get(cell.hash, []), key=lambda r: r.info.start_time or 0)

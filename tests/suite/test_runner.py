@@ -166,7 +166,7 @@ def test_failing_cells_are_failed_with_reason_others_finish(
     held = CellLock(cell_dir(results, "fail", locked.hash) / ".lock")
     assert held.acquire()
     try:
-        code = run_matrix(matrix, workers=2, tracking_uri=uri, results_dir=results, live=False)
+        code = run_matrix(matrix, workers=1, tracking_uri=uri, results_dir=results, live=False)
     finally:
         held.release()
     out = capsys.readouterr().out
@@ -320,3 +320,17 @@ def test_board_counts_rates_and_eta(tiny_dataset_id: str, tmp_path: Path) -> Non
     assert summary[0] == "board: 4 cells: 1 finished, 1 failed, 1 running elsewhere, 1 not run"
     assert board.table().row_count == 1  # running and failed cells are listed; b is the failed one
     assert len(board.render().renderables) == 2  # the header line and that table
+
+
+def test_status_of_a_matrix_never_run_lists_every_cell_missing(
+    tiny_dataset_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_matrix(tmp_path / "m.toml", "never", tiny_dataset_id, "seeds = [0, 1]\n" + SHORT_BUDGET)
+    matrix = load_matrix(path)
+    results, uri = store(tmp_path)
+    assert matrix_status(matrix, uri, results) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "2 cells: 2 missing"
+    for cell in matrix.cells():
+        assert any(cell.hash in line and "missing" in line for line in out)
+    assert MlflowClient(uri).get_experiment_by_name("never") is None  # status only reads
