@@ -21,7 +21,7 @@ def install(session: nox.Session, extras: str = "") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    install(session, "[dev]")
+    install(session, "[dev,ray]")  # ray: the runner's Ray backend is tested on a local Ray instance
     session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs, env={"MPLBACKEND": "Agg"})
 
 
