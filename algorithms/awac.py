@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from suite.algorithm import ActorPenalty, Algorithm, Batch, register
+from suite.algorithm import ActorPenalty, Algorithm, Batch, register, with_actor_penalty
 from suite.errors import UserError
 from suite.losses import advantage_weights, critic_regression, soft_td_target
 from suite.nets import CriticEnsemble, GaussianPolicy, soft_update_
-from suite.optim import adam
+from suite.optim import adam, gradient_step
 
 
 @dataclass(frozen=True)
@@ -103,21 +103,14 @@ class AWAC(Algorithm):
         # CORL's order: the critic steps first, then the actor loss is computed with the *updated* critic, so
         # the two steps cannot be fused into one without changing the algorithm.
         critic_loss, q = self.critic_loss(batch, critic_weight)
-        self.critic_optim.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optim.step()
+        gradient_step(self.critic_optim, critic_loss)
 
         actor_loss, adv = self.actor_loss(batch)
         metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss, "q_mean": q.mean(),
                    "adv_mean": adv.mean()}
         total = actor_loss
-        if actor_penalty is not None:
-            penalty = actor_penalty(batch.obs, self.actor).mean()
-            total = total + penalty
-            metrics["actor_penalty"] = penalty
-        self.actor_optim.zero_grad(set_to_none=True)
-        total.backward()
-        self.actor_optim.step()
+        total = with_actor_penalty(total, batch, self.actor, actor_penalty, metrics)
+        gradient_step(self.actor_optim, total)
         soft_update_(self.critic_target, self.critic, self.cfg.tau)
         return {k: v.detach() for k, v in metrics.items()}
 

@@ -25,7 +25,7 @@ from torch import nn
 from suite.algorithm import ActorPenalty, Algorithm, Batch, get_algorithm, make_config, register
 from suite.errors import UserError
 from suite.nets import CriticEnsemble, GaussianPolicy
-from suite.optim import adam
+from suite.optim import adam, gradient_step
 from suite.priority import PrioritizedSampler
 from suite.schedules import SCHEDULES, Relaxation
 
@@ -201,9 +201,7 @@ class BAQ(Algorithm):
     def _fit_behavior(self, nll: torch.Tensor) -> torch.Tensor:
         """One maximum-likelihood step on −E log π_β(a|s) over the batch."""
         loss = nll.mean()
-        self.behavior_optim.zero_grad(set_to_none=True)
-        loss.backward()
-        self.behavior_optim.step()
+        gradient_step(self.behavior_optim, loss)
         return loss.detach()
 
     def _freeze_behavior(self) -> None:

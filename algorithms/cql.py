@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from suite.algorithm import ActorPenalty, Algorithm, Batch, register
+from suite.algorithm import ActorPenalty, Algorithm, Batch, register, with_actor_penalty
 from suite.errors import UserError
 from suite.losses import critic_regression, importance_sampled_logsumexp, soft_td_target, temperature_loss
 from suite.nets import CriticEnsemble, TanhGaussianPolicy, call_detached, orthogonal_init_, soft_update_
-from suite.optim import adam
+from suite.optim import adam, gradient_step
 
 
 @dataclass(frozen=True)
@@ -239,17 +239,12 @@ class CQL(Algorithm):
         if self.cfg.cql_lagrange:
             metrics.update(alpha_prime=self.alpha_prime(), lagrange_loss=lagrange_loss)
         total = critic_loss + actor_loss + alpha_loss + lagrange_loss
-        if actor_penalty is not None:
-            penalty = actor_penalty(batch.obs, self.actor).mean()
-            total = total + penalty
-            metrics["actor_penalty"] = penalty
+        total = with_actor_penalty(total, batch, self.actor, actor_penalty, metrics)
         # CORL steps log α, then the actor, then α' and the critics, but every loss is built from the
         # pre-update networks (its graphs exist before the first step) and the cross terms are held fixed
         # (α in the actor loss, the critics in the actor loss, α' in the critic loss, the gap in the α' loss).
         # The losses therefore touch disjoint parameters and one backward + one fused step is exact.
-        self.optim.zero_grad(set_to_none=True)
-        total.backward()
-        self.optim.step()
+        gradient_step(self.optim, total)
         # Targets follow every update (CORL `target_update_period: 1`).
         soft_update_(self.critic_target, self.critic, self.cfg.tau)
         self.updates += 1

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from suite.algorithm import ActorPenalty, Algorithm, Batch, register
+from suite.algorithm import ActorPenalty, Algorithm, Batch, register, with_actor_penalty
 from suite.losses import advantage_weights, critic_regression, expectile_loss, td_target
 from suite.nets import CriticEnsemble, GaussianPolicy, ValueNet, soft_update_
-from suite.optim import adam
+from suite.optim import adam, gradient_step
 
 
 @dataclass(frozen=True)
@@ -90,15 +90,10 @@ class IQL(Algorithm):
         actor_loss = self.actor_loss(batch, target_q - v)
         total = value_loss + critic_loss + actor_loss
         metrics = {"value_loss": value_loss, "critic_loss": critic_loss, "actor_loss": actor_loss}
-        if actor_penalty is not None:
-            penalty = actor_penalty(batch.obs, self.actor).mean()
-            total = total + penalty
-            metrics["actor_penalty"] = penalty
+        total = with_actor_penalty(total, batch, self.actor, actor_penalty, metrics)
         # The three losses touch disjoint parameters and every cross term is detached (the reference code's
         # V, Q, π steps all read the pre-update networks), so one backward + one fused step is exact.
-        self.optim.zero_grad(set_to_none=True)
-        total.backward()
-        self.optim.step()
+        gradient_step(self.optim, total)
         soft_update_(self.critic_target, self.critic, self.cfg.tau)
         metrics.update(q_mean=q.mean(), v_mean=v.mean(), adv_mean=(target_q - v).mean())
         return {k: t.detach() for k, t in metrics.items()}

@@ -92,6 +92,18 @@ class Algorithm(ABC):
             m.load_state_dict(state[name])
 
 
+def with_actor_penalty(
+    loss: torch.Tensor, batch: Batch, actor: nn.Module, actor_penalty: ActorPenalty | None,
+    metrics: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """`loss` plus the mean of `actor_penalty` (BAQ's behaviour-consistency term), recorded in `metrics`."""
+    if actor_penalty is None:
+        return loss
+    penalty = actor_penalty(batch.obs, actor).mean()
+    metrics["actor_penalty"] = penalty
+    return loss + penalty
+
+
 _REGISTRY: dict[str, type[Algorithm]] = {}
 
 

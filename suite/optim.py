@@ -19,3 +19,10 @@ def adam(groups: dict[str, tuple[Iterable[nn.Parameter], float]], **kwargs) -> t
         return torch.optim.Adam(params, fused=True, **kwargs)
     except (RuntimeError, TypeError):  # fused Adam is unavailable on some builds/devices
         return torch.optim.Adam(params, foreach=True, **kwargs)
+
+
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One gradient step on `loss`."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
