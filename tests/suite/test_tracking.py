@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import subprocess
+import sys
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -33,27 +34,21 @@ def test_metrics_are_buffered_until_flush(tmp_path: Path) -> None:
     assert run.info.status == "FINISHED" and run.data.tags["baq.status"] == "finished"
 
 
-def _open_store(uri: str, barrier, results) -> None:
-    barrier.wait()
-    try:
-        sink = MLflowSink("parallel", tracking_uri=uri)
-        sink.end("FINISHED")
-        results.put("ok")
-    except Exception as exc:  # reported to the parent, which asserts on it
-        results.put(f"{type(exc).__name__}: {exc}")
+OPEN_STORE = (
+    "import sys\n"
+    "from suite.tracking import MLflowSink\n"
+    "MLflowSink('parallel', tracking_uri=sys.argv[1]).end('FINISHED')\n"
+)
 
 
 def test_new_sqlite_store_opened_by_parallel_workers(tmp_path: Path) -> None:
+    """Three processes open one new sqlite store at once (as runner workers do): MLflow's schema migrations
+    must not collide ("duplicate column name"), and every process gets its run."""
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(3), ctx.Queue()
-    procs = [ctx.Process(target=_open_store, args=(uri, barrier, results)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    assert outcomes == ["ok"] * 3
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORE, uri], stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("parallel").experiment_id])
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
