@@ -63,6 +63,7 @@ STEP_FORMATTER = FuncFormatter(_format_step)
 
 
 def task_names(datasets: list[str]) -> dict[str, str]:
-    """`d4rl:hopper-medium-v2` → `hopper-medium-v2`, unless two datasets would then share a name."""
-    tails = [d.split(":", 1)[-1] for d in datasets]
+    """`d4rl:hopper-medium-v2` → `hopper-medium-v2`, unless two datasets would then share a name. Other
+    sources keep their prefix (`local:hopper-medium`), so no table presents local data as D4RL's."""
+    tails = [d.removeprefix("d4rl:") for d in datasets]
     return {d: (t if tails.count(t) == 1 else d) for d, t in zip(datasets, tails, strict=True)}
