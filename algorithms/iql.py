@@ -26,7 +26,10 @@ class IQLConfig:
     max_weight: float = 100.0  # clip of exp(β·A) (IQL reference code, `exp_a.clamp(max=100)`)
     gamma: float = 0.99  # discount (IQL paper, Table 5)
     tau: float = 0.005  # target-network Polyak rate (IQL paper, Table 5)
-    actor_lr: float = 3e-4  # Adam learning rates (IQL paper, Table 5)
+    # Adam learning rates (IQL paper, Table 5). The actor's stays constant: the reference code's locomotion
+    # config decays it with a cosine over 1M offline steps, but its fine-tuning script does not, and every run
+    # here continues online.
+    actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     value_lr: float = 3e-4
     hidden: tuple[int, ...] = (256, 256)  # 2×256 MLPs for all networks (IQL paper, Table 5)
