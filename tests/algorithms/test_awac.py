@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from algo_testkit import ACT, OBS, KnownQ, make_batch, params, same
 from torch import nn
 
 from algorithms.awac import AWAC
@@ -17,37 +18,12 @@ from suite.errors import UserError
 from suite.tracking import MemorySink
 from suite.train import TrainConfig, train
 
-OBS, ACT = 5, 3
 SMALL = {"hidden": (32, 32)}
 
 
 def make_awac(seed: int = 0, **overrides) -> AWAC:
     torch.manual_seed(seed)
     return AWAC(make_config("awac", {**SMALL, **overrides}), OBS, ACT)
-
-
-def make_batch(b: int = 16, seed: int = 1) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(torch.randn(b, OBS, generator=g), torch.rand(b, ACT, generator=g) * 1.8 - 0.9,
-                 torch.randn(b, generator=g), torch.randn(b, OBS, generator=g),
-                 (torch.rand(b, generator=g) < 0.2).float())
-
-
-def params(module: nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-
-
-class KnownQ(nn.Module):
-    """Q_0(s, a) = s_0 + Σa, Q_1(s, a) = 2·Σa − s_1."""
-
-    n = 2
-
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return torch.stack([obs[:, 0] + act.sum(-1), 2 * act.sum(-1) - obs[:, 1]])
 
 
 def known_min_q(obs: np.ndarray, act: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from algo_testkit import ACT, OBS, KnownQ, make_batch, params, same
 from torch import nn
 
 from algorithms.iql import IQL
@@ -17,35 +18,12 @@ from suite.losses import advantage_weights, expectile_loss
 from suite.tracking import MemorySink
 from suite.train import TrainConfig, train
 
-OBS, ACT = 5, 3
 SMALL = {"hidden": (32, 32)}
 
 
 def make_iql(seed: int = 0, **overrides) -> IQL:
     torch.manual_seed(seed)
     return IQL(make_config("iql", {**SMALL, **overrides}), OBS, ACT)
-
-
-def make_batch(b: int = 16, seed: int = 1) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(torch.randn(b, OBS, generator=g), torch.rand(b, ACT, generator=g) * 1.8 - 0.9,
-                 torch.randn(b, generator=g), torch.randn(b, OBS, generator=g),
-                 (torch.rand(b, generator=g) < 0.2).float())
-
-
-def params(module: nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-
-
-class KnownQ(nn.Module):
-    """Q_0(s, a) = s_0 + Σa, Q_1(s, a) = 2·Σa − s_1."""
-
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return torch.stack([obs[:, 0] + act.sum(-1), 2 * act.sum(-1) - obs[:, 1]])
 
 
 class KnownV(nn.Module):
