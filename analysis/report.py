@@ -3,6 +3,7 @@ a README saying what every file is, which runs it came from and what was incompl
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -210,8 +211,23 @@ def matrix_from_file(path: Path) -> tuple[str, dict]:
                         "`baq run` takes (docs/runner.md)")
     name = doc.get("name", path.stem)
     matrix = {"algorithms": doc["algorithms"], "datasets": doc["datasets"], "seeds": doc["seeds"],
-              "paper": name in PAPER_MATRICES}
+              "paper": name in PAPER_MATRICES, "variants": _variants(doc)}
     return str(name), matrix
+
+
+def _variants(doc: dict) -> dict[str, list[dict]]:
+    """Per algorithm, the overrides of each expected variant: [overrides.<algo>] merged with every point of
+    each [sweep.<algo>] table (a table or an array of tables, each a cartesian product), as `baq run` expands
+    them, so that a variant with no run at all is reported missing."""
+    overrides, sweeps = doc.get("overrides", {}), doc.get("sweep", {})
+    variants = {}
+    for algo in doc["algorithms"]:
+        base = dict(overrides.get(algo, {}))
+        tables = sweeps.get(algo) or [{}]
+        tables = tables if isinstance(tables, list) else [tables]
+        variants[algo] = [{**base, **dict(zip(table, values, strict=True))} for table in tables
+                          for values in itertools.product(*table.values())]
+    return variants
 
 
 def report_cli(source: str, *, tracking_uri: str | None, seed: int = 0, reps: int = 2000,

@@ -35,6 +35,12 @@ class LoadedRuns:
     warnings: list[str] = field(default_factory=list)
 
 
+def override_column(key: str) -> str:
+    """Column of an override key: an override named like a standard column (e.g. `offline_steps`) gets a
+    prefix rather than clobbering it."""
+    return f"override.{key}" if key in RUN_COLUMNS or key in SCORE_COLUMNS else key
+
+
 def flatten_overrides(overrides: dict, prefix: str = "") -> dict[str, object]:
     """Flatten nested override dicts into dotted keys; lists become JSON text so that they fit a CSV cell."""
     flat: dict[str, object] = {}
@@ -134,8 +140,7 @@ def load_runs(experiment: str, tracking_uri: str | None) -> LoadedRuns:
         raise UserError(f"experiment {experiment!r} has no runs recorded by the suite (tags baq.algo, "
                         "baq.dataset, baq.seed, baq.offline_steps)")
     keys = sorted({k for _, overrides in run_rows for k in overrides})
-    # An override named like a standard column (e.g. `offline_steps`) gets a prefix rather than clobbering it.
-    column_of = {k: (f"override.{k}" if k in RUN_COLUMNS or k in SCORE_COLUMNS else k) for k in keys}
+    column_of = {k: override_column(k) for k in keys}
     override_keys = [column_of[k] for k in keys]
 
     def _with_overrides(row: dict, overrides: dict) -> dict:

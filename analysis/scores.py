@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.runs import LoadedRuns
+from analysis.runs import LoadedRuns, flatten_overrides, override_column
 from suite.errors import UserError
 
 DISPLAY_NAMES = {"baq": "BAQ", "iql": "IQL", "cql": "CQL", "awac": "AWAC"}
 ALGORITHM_ORDER = ["baq", "iql", "cql", "awac"]
-MATRIX_KEYS = {"algorithms", "datasets", "seeds", "paper"}
+MATRIX_KEYS = {"algorithms", "datasets", "seeds", "paper", "variants"}
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class MatrixSpec:
     datasets: list[str]
     seeds: list[int]
     paper: bool = False
+    # Per algorithm, the override columns of each expected variant (a matrix file's overrides merged with each
+    # point of its sweep tables). Algorithms not listed expect one variant: whatever their runs carry.
+    variants: dict[str, list[dict[str, object]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -65,8 +68,19 @@ def parse_matrix(matrix: dict | None) -> MatrixSpec | None:
     for key in ("algorithms", "datasets"):
         if not isinstance(matrix[key], list | tuple) or not all(isinstance(v, str) for v in matrix[key]):
             raise UserError(f"matrix {key} {matrix[key]!r} invalid; accepted: a list of names")
-    return MatrixSpec([a.lower() for a in matrix["algorithms"]], list(matrix["datasets"]), sorted(seeds),
-                      bool(matrix.get("paper", False)))
+    algorithms = [a.lower() for a in matrix["algorithms"]]
+    variants = matrix.get("variants") or {}
+    if not isinstance(variants, dict) or not all(
+            isinstance(v, list | tuple) and v and all(isinstance(o, dict) for o in v) for v in variants.values()):
+        raise UserError(f"matrix variants {variants!r} invalid; accepted: a dict mapping an algorithm to a "
+                        "non-empty list of override dicts")
+    unknown_algos = sorted(set(a.lower() for a in variants) - set(algorithms))
+    if unknown_algos:
+        raise UserError(f"matrix variants name algorithms {unknown_algos} not in algorithms {algorithms}")
+    flat = {a.lower(): [{override_column(k): v for k, v in flatten_overrides(o).items()} for o in options]
+            for a, options in variants.items()}
+    return MatrixSpec(algorithms, list(matrix["datasets"]), sorted(seeds), bool(matrix.get("paper", False)),
+                      flat)
 
 
 def display_name(algorithm: str) -> str:
@@ -146,13 +160,25 @@ def _final_scores(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return runs[["run_id"]].merge(finals, on="run_id", how="left")
 
 
-def _choose_runs(runs: pd.DataFrame, spec: MatrixSpec | None, warnings: list[str]) -> pd.DataFrame:
+def _expected_variants(spec: MatrixSpec | None) -> pd.DataFrame:
+    """One row per expected (algorithm, variant): `algorithm` plus the variant's override columns."""
+    rows = [{"algorithm": algorithm, **variant} for algorithm, options in (spec.variants if spec else {}).items()
+            for variant in options]
+    return pd.DataFrame(rows, columns=list(dict.fromkeys(["algorithm", *(k for r in rows for k in r)])))
+
+
+def _choose_runs(runs: pd.DataFrame, spec: MatrixSpec | None, warnings: list[str],
+                 expected: pd.DataFrame) -> pd.DataFrame:
     runs = runs.copy()
     runs["used"] = False
     runs["note"] = ""
     if spec is not None:
+        # A run of a listed algorithm whose overrides match none of its expected variants (e.g. from an older
+        # version of the sweep) is outside the matrix, like a run on an unlisted dataset.
+        listed = runs["algorithm"].isin(set(expected["algorithm"]))
+        foreign = listed & ~runs["method"].isin(set(expected["method"]))
         outside = (~runs["algorithm"].isin(spec.algorithms) | ~runs["dataset"].isin(spec.datasets)
-                   | ~runs["seed"].isin(spec.seeds))
+                   | ~runs["seed"].isin(spec.seeds) | foreign)
         runs.loc[outside, "note"] = "outside the matrix"
         if outside.any():
             warnings.append(f"{int(outside.sum())} run(s) outside the expected matrix were left out of the "
@@ -184,23 +210,32 @@ def analyse(loaded: LoadedRuns, matrix: dict | None = None) -> Analysis:
     spec = parse_matrix(matrix)
     warnings = list(loaded.warnings)
     runs = loaded.runs.copy()
-    swept, common = swept_and_common(runs, loaded.override_keys)
+    expected = _expected_variants(spec)
+    keys = sorted(set(loaded.override_keys) | set(expected.columns.drop("algorithm")))
+    runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, *keys])))
+    expected = expected.reindex(columns=["algorithm", *keys])
+    # Swept keys come from the runs and the matrix together, so that a variant nobody ran still gets its label.
+    swept, common = swept_and_common(pd.concat([runs[["algorithm", *keys]], expected], ignore_index=True), keys)
     names = short_names(swept)
-    runs["method"] = [method_label(r["algorithm"], {k: r[k] for k in swept}, names)
-                      for _, r in runs.iterrows()]
+    for frame in (runs, expected):
+        frame["method"] = [method_label(r["algorithm"], {k: r[k] for k in swept}, names)
+                           for _, r in frame.iterrows()]
     runs = runs.merge(_final_scores(loaded.scores, runs), on="run_id", how="left")
-    runs = _choose_runs(runs, spec, warnings)
+    runs = _choose_runs(runs, spec, warnings, expected)
     seen = runs[runs["note"] != "outside the matrix"]
-    methods = _method_order(seen, swept) if len(seen) else []
     if spec is not None:
-        present = set(seen["algorithm"])
-        methods += [display_name(a) for a in spec.algorithms if a not in present]
+        unrun = expected[~expected["method"].isin(set(seen["method"]))]
+        present = set(seen["algorithm"]) | set(expected["algorithm"])
+        unrun = pd.concat([unrun, pd.DataFrame({"algorithm": [a for a in spec.algorithms if a not in present]})],
+                          ignore_index=True).reindex(columns=["algorithm", "method", *keys])
+        unrun["method"] = unrun["method"].fillna(unrun["algorithm"].map(display_name))
+        listed = pd.concat([seen[["algorithm", "method", *keys]], unrun], ignore_index=True)
         datasets, seeds = spec.datasets, spec.seeds
     else:
+        listed = seen
         datasets, seeds = sorted(runs["dataset"].unique()), sorted(int(s) for s in runs["seed"].unique())
-    algorithm_of = dict(zip(seen["method"], seen["algorithm"], strict=False))
-    algorithm_of.update({display_name(a): a for a in (spec.algorithms if spec else []) if a not in
-                         set(seen["algorithm"])})
+    methods = _method_order(listed, swept) if len(listed) else []
+    algorithm_of = dict(zip(listed["method"], listed["algorithm"], strict=False))
     finals = runs.loc[runs["used"], ["run_id", "method", "algorithm", "dataset", "seed", "offline", "online"]]
     cell_rows = []
     for method in methods:

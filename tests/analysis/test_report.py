@@ -12,7 +12,7 @@ import pytest
 import scipy.stats
 from PIL import Image
 
-from analysis.report import _remove_stale, redact_uri, report, report_cli, safe_name
+from analysis.report import _remove_stale, matrix_from_file, redact_uri, report, report_cli, safe_name
 from suite.errors import UserError
 
 DATASETS = ["d4rl:hopper-medium-v2", "d4rl:walker2d-medium-v2"]
@@ -191,3 +191,35 @@ def test_cli_entry_reads_the_expected_cells_from_a_matrix_file(store, tmp_path, 
     assert run_id in (folder / "README.md").read_text()
     with pytest.raises(UserError, match="matrix file missing.toml not found"):
         report_cli("missing.toml", tracking_uri=store.uri)
+
+
+def test_matrix_file_sweep_tables_expand_to_expected_variants(tmp_path):
+    matrix_file = tmp_path / "ablation.toml"
+    matrix_file.write_text(
+        'name = "ablation"\nalgorithms = ["baq", "iql"]\ndatasets = ["local:hopper-medium"]\nseeds = 2\n'
+        '[overrides.baq]\nkappa0 = 1.0\n'
+        '[[sweep.baq]]\nschedule = ["constant"]\nlambda0 = [0.1, 0.3]\n'
+        '[[sweep.baq]]\nschedule = ["linear"]\nschedule_T = [1000, 2000]\n')
+    name, matrix = matrix_from_file(matrix_file)
+    assert name == "ablation" and not matrix["paper"]
+    assert matrix["variants"] == {
+        "baq": [{"kappa0": 1.0, "schedule": "constant", "lambda0": 0.1},
+                {"kappa0": 1.0, "schedule": "constant", "lambda0": 0.3},
+                {"kappa0": 1.0, "schedule": "linear", "schedule_T": 1000},
+                {"kappa0": 1.0, "schedule": "linear", "schedule_T": 2000}],
+        "iql": [{}]}
+
+
+def test_a_sweep_variant_nobody_ran_is_reported_missing(store, tmp_path, curve):
+    exp = store.experiment("lam", tmp_path)
+    for lam in (0.1,):
+        store.log_run(exp, algo="baq", dataset=DATASETS[0], seed=0, offline_steps=OFFLINE,
+                      scores=curve(OFFLINE, ONLINE, 20.0, 30.0, EVERY), overrides={"lambda0": lam})
+    matrix_file = tmp_path / "lam.toml"
+    matrix_file.write_text(f'name = "lam"\nalgorithms = ["baq"]\ndatasets = ["{DATASETS[0]}"]\nseeds = [0]\n'
+                           '[sweep.baq]\nlambda0 = [0.1, 1.0]\n')
+    assert report_cli(str(matrix_file), tracking_uri=store.uri, seed=0, reps=20, out_root=tmp_path / "r") == 0
+    table = (tmp_path / "r" / "lam" / "table.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| Task"))
+    assert "BAQ (lambda0=0.1)" in header and "BAQ (lambda0=1)" in header
+    assert "— †(n=0/1)" in table

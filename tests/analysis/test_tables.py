@@ -97,6 +97,34 @@ def test_sweeps_become_separate_columns(synthetic_runs):
     assert header[1:] == analysis.methods
 
 
+def test_sweep_variants_without_any_run_are_listed_missing(synthetic_runs):
+    # Expected: λ ∈ {0.1, 1} × schedule ∈ {linear, constant}. Nobody ran (λ=1, constant); a λ=0.5 run is from
+    # an older sweep and must be left out rather than counted as a variant.
+    ran = [(0.1, "linear"), (0.1, "constant"), (1.0, "linear"), (0.5, "linear")]
+    records = [{"algo": "baq", "dataset": "hopper", "seed": s, "offline": 10.0, "online": 50.0 + 10 * lam,
+                "overrides": {"kappa0": 1.0, "lambda0": lam, "schedule": sched}}
+               for lam, sched in ran for s in range(2)]
+    variants = [{"kappa0": 1.0, "lambda0": lam, "schedule": sched}
+                for lam in (0.1, 1.0) for sched in ("linear", "constant")]
+    matrix = {"algorithms": ["baq"], "datasets": ["hopper"], "seeds": 2, "variants": {"baq": variants}}
+    analysis = analyse(synthetic_runs(records), matrix)
+    assert analysis.methods == ["BAQ (lambda0=0.1, schedule=constant)", "BAQ (lambda0=0.1, schedule=linear)",
+                                "BAQ (lambda0=1, schedule=constant)", "BAQ (lambda0=1, schedule=linear)"]
+    assert analysis.common_overrides == {"kappa0": 1.0}
+    cells = analysis.cells.set_index("method")
+    assert cells.loc["BAQ (lambda0=1, schedule=constant)", "n"] == 0
+    assert cells.loc["BAQ (lambda0=1, schedule=constant)", "missing_seeds"] == [0, 1]
+    assert cells["n"].tolist() == [2, 2, 0, 2]
+    outside = analysis.runs[analysis.runs["lambda0"] == 0.5]
+    assert len(outside) == 2 and set(outside["note"]) == {"outside the matrix"} and not outside["used"].any()
+    table = score_table(analysis)
+    assert _row(table.markdown, "hopper")[3] == "— †(n=0/2)"
+    with pytest.raises(UserError, match="variants name algorithms \\['iql'\\] not in algorithms"):
+        parse_matrix({"algorithms": ["baq"], "datasets": ["d"], "seeds": [0], "variants": {"iql": [{}]}})
+    with pytest.raises(UserError, match="matrix variants .* invalid"):
+        parse_matrix({"algorithms": ["baq"], "datasets": ["d"], "seeds": [0], "variants": {"baq": []}})
+
+
 def test_matrix_validation_names_the_bad_value():
     with pytest.raises(UserError, match="seeds 'five' invalid"):
         parse_matrix({"algorithms": ["baq"], "datasets": ["d"], "seeds": "five"})
