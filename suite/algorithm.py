@@ -84,6 +84,14 @@ class Algorithm(ABC):
         """Every network and optimiser worth saving, by name. Subclasses list theirs."""
         return {}
 
+    def compile(self, **options: Any) -> None:
+        """Opt-in `torch.compile` of every network, in place (`nn.Module.compile`), so that state_dict keys and
+        checkpoints stay those of the eager modules. Measured on one CPU core it does not pay at CORL's sizes
+        (docs/performance.md); it is there for GPUs."""
+        for module in self.modules().values():
+            if isinstance(module, nn.Module):
+                module.compile(**options)
+
     def state_dict(self) -> dict[str, Any]:
         return {name: m.state_dict() for name, m in self.modules().items()}
 

@@ -44,7 +44,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         online_steps=args.online_steps, batch_size=args.batch_size, utd=args.utd,
         eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
         checkpoint_interval=args.checkpoint_interval, log_interval=args.log_interval,
-        max_episode_steps=args.max_episode_steps, device=args.device, algo_params=_parse_sets(args.set),
+        max_episode_steps=args.max_episode_steps, device=args.device, compile=args.compile,
+        algo_params=_parse_sets(args.set),
     ).validate()
     run_dir = Path(args.run_dir) if args.run_dir else (
         Path(os.environ.get("BAQ_RESULTS_DIR", "results")) / "train"
@@ -147,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-interval", type=int, default=1_000)
     t.add_argument("--max-episode-steps", type=int, default=1_000)
     t.add_argument("--device", default="cpu")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks (opt-in; pays on GPUs, not on one CPU core)")
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="algorithm parameter override, repeatable (e.g. --set expectile=0.9)")

@@ -26,7 +26,7 @@ from suite.train import TrainConfig
 TOP_LEVEL_KEYS = ("name", "description", "algorithms", "datasets", "seeds", "device", "budget", "overrides",
                   "sweep")
 REQUIRED_BUDGET_KEYS = ("offline_steps", "online_steps", "eval_interval", "eval_episodes", "utd")
-OPTIONAL_BUDGET_KEYS = ("batch_size", "log_interval", "checkpoint_interval", "max_episode_steps",
+OPTIONAL_BUDGET_KEYS = ("batch_size", "log_interval", "checkpoint_interval", "max_episode_steps", "compile",
                         "eval_at_start")
 DATASET_SOURCES = SOURCES
 # Names double as MLflow experiment names and directory names under results/.

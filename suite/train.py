@@ -52,6 +52,9 @@ class TrainConfig:
     max_episode_steps: int = 1_000  # Gymnasium MuJoCo's (and D4RL's) time limit
     env_id: str | None = None  # None: the dataset's own env
     device: str = "cpu"
+    # Opt-in torch.compile of the networks (Algorithm.compile). Off by default: it costs tens of seconds of
+    # compilation and measured no faster on one CPU core at these sizes (docs/performance.md).
+    compile: bool = False
     algo_params: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
@@ -72,6 +75,10 @@ class TrainConfig:
         """The whole config with the algorithm's defaults filled in (what MLflow records)."""
         d = dataclasses.asdict(self)
         d["algo_params"] = config_dict(make_config(self.algo, self.algo_params))
+        if not self.compile:
+            # Recorded only when on, so that configs written before the option existed keep their identity
+            # (matrix cell hashes, checkpoint resume).
+            del d["compile"]
         return d
 
     @classmethod
@@ -161,6 +168,8 @@ def train(
                    **{f"dataset.{k}": str(v) for k, v in dataset.provenance.items()}})
     algo_cls = get_algorithm(cfg.algo)
     algo: Algorithm = algo_cls(make_config(cfg.algo, cfg.algo_params), dataset.obs_dim, dataset.act_dim, device)
+    if cfg.compile:
+        algo.compile()
     norm = _ObsNormalizer(dataset, cfg.normalize_obs)
     r_scale, r_bias = algo.reward_transform(dataset.episode_returns())
 

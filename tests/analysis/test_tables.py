@@ -4,6 +4,8 @@ marked with a dagger and n=k/N, the paper's published totals, sweep columns."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -150,3 +152,20 @@ def test_an_override_fixed_per_algorithm_is_not_a_sweep(synthetic_runs):
     analysis = analyse(synthetic_runs(records))
     assert analysis.methods == ["BAQ", "IQL"] and analysis.swept == []
     assert analysis.common_overrides == {"algo.lambda0": "BAQ: 0.1"}
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="needs pdflatex with booktabs (TeX Live)")
+def test_latex_table_compiles(synthetic_runs, tmp_path):
+    records = _records()
+    records = [r for r in records if not (r["algo"] == "baq" and r["dataset"] == "hopper" and r["seed"] == 2)]
+    for rec in records:  # underscores and other LaTeX specials in names must be escaped
+        rec["dataset"] = f"local:{rec['dataset']}_medium"
+    matrix = {"algorithms": ["BAQ", "IQL", "CQL"], "datasets": ["local:hopper_medium", "local:walker_medium"],
+              "seeds": 3, "paper": True}
+    table = score_table(analyse(synthetic_runs(records), matrix))
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                                      f"{table.latex}\n\\end{{document}}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
