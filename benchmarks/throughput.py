@@ -97,9 +97,11 @@ def our_config(name: str) -> Any:
     return make_config(name, OVERRIDES[name])
 
 
-def our_stepper(name: str, data: Transitions, seed: int = 0) -> Callable[[], Any]:
+def our_stepper(name: str, data: Transitions, seed: int = 0, compile: bool = False) -> Callable[[], Any]:
     torch.manual_seed(seed)
     algo: Algorithm = get_algorithm(name)(our_config(name), data.obs.shape[1], data.act.shape[1])
+    if compile:
+        algo.compile()  # the first (warm-up) calls pay the compilation
     buffer = ReplayBuffer(len(data.obs), data.obs.shape[1], data.act.shape[1])
     buffer.add_batch(data.obs, data.act, data.rew, data.next_obs, data.terminals)
     gen = torch.Generator().manual_seed(seed)
@@ -309,7 +311,8 @@ def matmul_peak(repeats: int = 5) -> dict[str, float]:
 
 # --- the throughput table -----------------------------------------------------------------------------------
 def throughput_table(algos: list[str], updates: int = 300, warmup: int = 50, repeats: int = 5,
-                     with_d3rlpy: bool = True, n_transitions: int = N_TRANSITIONS) -> list[dict[str, Any]]:
+                     with_d3rlpy: bool = True, n_transitions: int = N_TRANSITIONS,
+                     with_compile: bool = False) -> list[dict[str, Any]]:
     single_thread()
     data = synthetic_transitions(n_transitions)
     gemm_cache: dict = {}
@@ -318,6 +321,8 @@ def throughput_table(algos: list[str], updates: int = 300, warmup: int = 50, rep
         steppers = {"ours": our_stepper(name, data)}
         if with_d3rlpy and name != "baq":
             steppers.update(d3rlpy_steppers(name, data))
+        if with_compile:
+            steppers["ours_compiled"] = our_stepper(name, data, compile=True)
         scale = UPDATE_SCALE.get(name, 1.0)
         n_updates, n_warmup = max(1, round(updates * scale)), round(warmup * scale)
         rates = measure(steppers, n_updates, n_warmup, repeats)
@@ -335,6 +340,8 @@ def throughput_table(algos: list[str], updates: int = 300, warmup: int = 50, rep
             "d3rlpy_update_only_upd_cpu_s": rates["d3rlpy_update_only"]["cpu"] if peer else None,
             "mflop_per_update": roof["flops"] / 1e6, "achieved_gflop_s": achieved,
             "roofline_gflop_s": roof["gflop_s"], "roofline_fraction": achieved / roof["gflop_s"],
+            "compiled_upd_s": rates["ours_compiled"]["wall"] if with_compile else None,
+            "compiled_ratio": rates["ours_compiled"]["wall"] / ours["wall"] if with_compile else None,
             "repeats": rates,
         })
     return rows
@@ -552,6 +559,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--algos", default=",".join(ALGOS))
     p.add_argument("--no-d3rlpy", action="store_true")
+    p.add_argument("--compile", action="store_true",
+                   help="also time our update with the networks torch.compile'd (columns compiled_*)")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end overhead run")
     p.add_argument("--e2e-algo", default=E2EConfig.algo)
     p.add_argument("--e2e-dataset", default=E2EConfig.dataset)
@@ -583,8 +592,9 @@ def main(argv: list[str] | None = None) -> int:
             import_d3rlpy()
         single_thread()
         load_before = os.getloadavg()
-        rows = throughput_table(args.algos, args.updates, args.warmup, args.repeats, not args.no_d3rlpy)
-        print(markdown_table(rows))
+        rows = throughput_table(args.algos, args.updates, args.warmup, args.repeats, not args.no_d3rlpy,
+                                with_compile=args.compile)
+        print(markdown_table(rows, ROW_KEYS + (("compiled_upd_s", "compiled_ratio") if args.compile else ())))
         peak = matmul_peak(args.repeats)
         print("matmul GFLOP/s for scale: " + ", ".join(f"{k} {v:.1f}" for k, v in peak.items()))
         e2e = None if args.no_e2e else end_to_end(E2EConfig(algo=args.e2e_algo, dataset=args.e2e_dataset))
