@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from suite.algorithm import ActorPenalty, Algorithm, Batch, register, with_actor_penalty
+from suite.algorithm import ActorPenalty, Algorithm, Batch, check_common_params, register, with_actor_penalty
 from suite.errors import UserError
 from suite.losses import advantage_weights, critic_regression, soft_td_target
 from suite.nets import CriticEnsemble, GaussianPolicy, soft_update_
@@ -38,6 +38,7 @@ class AWACConfig:
     log_std_max: float = 2.0
 
     def __post_init__(self) -> None:
+        check_common_params(self)
         if self.awac_lambda <= 0:
             raise UserError(f"awac_lambda must be > 0, got {self.awac_lambda}")
 

@@ -22,7 +22,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from suite.algorithm import ActorPenalty, Algorithm, Batch, get_algorithm, make_config, register
+from suite.algorithm import (
+    ActorPenalty,
+    Algorithm,
+    Batch,
+    check_common_params,
+    get_algorithm,
+    make_config,
+    register,
+)
 from suite.errors import UserError
 from suite.nets import CriticEnsemble, GaussianPolicy
 from suite.optim import adam, gradient_step
@@ -68,6 +76,7 @@ class BAQConfig:
     divergence_chunk: int = 65_536  # transitions per forward pass when scoring the offline data
 
     def __post_init__(self) -> None:
+        check_common_params(self)  # behavior_lr
         for key, accepted in (("base", BASES), ("behavior_model", BEHAVIOR_MODELS),
                               ("divergence", DIVERGENCES), ("schedule", SCHEDULES), ("priority", PRIORITIES)):
             if getattr(self, key) not in accepted:

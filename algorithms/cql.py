@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from suite.algorithm import ActorPenalty, Algorithm, Batch, register, with_actor_penalty
+from suite.algorithm import ActorPenalty, Algorithm, Batch, check_common_params, register, with_actor_penalty
 from suite.errors import UserError
 from suite.losses import critic_regression, importance_sampled_logsumexp, soft_td_target, temperature_loss
 from suite.nets import CriticEnsemble, TanhGaussianPolicy, call_detached, orthogonal_init_, soft_update_
@@ -65,6 +65,7 @@ class CQLConfig:
     reward_bias: float = 0.0
 
     def __post_init__(self) -> None:
+        check_common_params(self)
         if self.cql_n_actions < 1:
             raise UserError(f"cql_n_actions must be a positive integer, got {self.cql_n_actions}")
         if self.cql_temp <= 0:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from suite.algorithm import ActorPenalty, Algorithm, Batch, register, with_actor_penalty
+from suite.algorithm import ActorPenalty, Algorithm, Batch, check_common_params, register, with_actor_penalty
+from suite.errors import UserError
 from suite.losses import advantage_weights, critic_regression, expectile_loss, td_target
 from suite.nets import CriticEnsemble, GaussianPolicy, ValueNet, soft_update_
 from suite.optim import adam, gradient_step
@@ -38,6 +39,17 @@ class IQLConfig:
     # IQL divides locomotion rewards by the dataset's return range and multiplies by 1000 (reference code,
     # `normalize(dataset)`; CORL `modify_reward`). Set False to train on raw rewards.
     scale_rewards: bool = True
+
+    def __post_init__(self) -> None:
+        check_common_params(self)
+        if not 0.0 < self.expectile < 1.0:
+            raise UserError(f"expectile must be in (0, 1), got {self.expectile}")
+        if self.temperature < 0:
+            raise UserError(f"temperature must be >= 0, got {self.temperature}")
+        if self.max_weight <= 0:
+            raise UserError(f"max_weight must be > 0, got {self.max_weight}")
+        if not 0.0 <= self.actor_dropout < 1.0:
+            raise UserError(f"actor_dropout must be in [0, 1), got {self.actor_dropout}")
 
 
 @register("iql")

@@ -112,6 +112,25 @@ def with_actor_penalty(
     return loss + penalty
 
 
+def check_common_params(cfg: Any) -> None:
+    """Range checks of the hyperparameters the algorithms share, for whichever of them `cfg` has: γ in [0, 1],
+    τ in (0, 1], every `*_lr` > 0, `hidden` a non-empty tuple of positive widths, `n_critics` >= 1. A bad
+    value is a one-line UserError naming it and what is accepted. Call from a config's `__post_init__`."""
+    values = dataclasses.asdict(cfg)
+    if "gamma" in values and not 0.0 <= values["gamma"] <= 1.0:
+        raise UserError(f"gamma must be in [0, 1], got {values['gamma']}")
+    if "tau" in values and not 0.0 < values["tau"] <= 1.0:
+        raise UserError(f"tau must be in (0, 1], got {values['tau']}")
+    for key, value in values.items():
+        if key.endswith("_lr") and not value > 0:
+            raise UserError(f"{key} must be > 0, got {value}")
+    hidden = values.get("hidden", (1,))
+    if not hidden or not all(isinstance(h, int) and h > 0 for h in hidden):
+        raise UserError(f"hidden must be a non-empty list of positive layer widths, got {list(hidden)}")
+    if values.get("n_critics", 1) < 1:
+        raise UserError(f"n_critics must be >= 1, got {values['n_critics']}")
+
+
 _REGISTRY: dict[str, type[Algorithm]] = {}
 
 

@@ -204,6 +204,18 @@ def test_actor_penalty_changes_only_the_actor(name: str) -> None:
     ("cql", {"cql_n_actions": 0}, "cql_n_actions"),
     ("cql", {"cql_temp": 0.0}, "cql_temp"),
     ("awac", {"awac_lambda": 0.0}, "awac_lambda"),
+    ("iql", {"expectile": 1.5}, r"expectile must be in \(0, 1\), got 1.5"),
+    ("iql", {"temperature": -1.0}, "temperature must be >= 0"),
+    ("iql", {"max_weight": 0.0}, "max_weight must be > 0"),
+    ("iql", {"actor_dropout": 1.0}, r"actor_dropout must be in \[0, 1\)"),
+    # The shared range checks (suite.algorithm.check_common_params) reach every algorithm.
+    ("iql", {"gamma": 1.5}, r"gamma must be in \[0, 1\], got 1.5"),
+    ("cql", {"tau": 0.0}, r"tau must be in \(0, 1\], got 0.0"),
+    ("awac", {"critic_lr": -3e-4}, "critic_lr must be > 0, got -0.0003"),
+    ("cql", {"hidden": []}, "hidden must be a non-empty list of positive layer widths"),
+    ("iql", {"hidden": [256, 0]}, r"hidden must be .* got \[256, 0\]"),
+    ("awac", {"n_critics": 0}, "n_critics must be >= 1, got 0"),
+    ("baq", {"behavior_lr": 0.0}, "behavior_lr must be > 0"),
 ])
 def test_bad_config_is_a_user_error(name: str, params: dict, match: str) -> None:
     with pytest.raises(UserError, match=match) as err:

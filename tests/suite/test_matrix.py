@@ -173,7 +173,8 @@ def test_cell_hash_is_the_hash_of_the_resolved_config(tmp_path: Path) -> None:
                           online_steps=20, eval_interval=10, eval_episodes=1, utd=1,
                           algo_params={"expectile": 0.8})
         algo_params = dataclasses.asdict(make_config("iql", {"expectile": 0.8}))
-        resolved = dataclasses.asdict(cfg) | {"algo_params": algo_params}
+        # `compile` is left out while off (TrainConfig.resolved), so that hashes from before it existed hold.
+        resolved = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "compile"} | {"algo_params": algo_params}
         canonical = json.dumps(resolved, sort_keys=True, default=str, separators=(",", ":"))
         assert cell.hash == hashlib.sha256(canonical.encode()).hexdigest()[:16]
     assert cells[0].hash != cells[1].hash
