@@ -4,6 +4,7 @@ status, the Ray backend, and the progress board."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -40,8 +41,9 @@ RUNNER = ("import sys; from pathlib import Path; from suite.matrix import load_m
 COMPARED = ("eval/", "train/", "online/")  # perf/* is wall-clock
 
 
-def write_matrix(path: Path, name: str, dataset_id: str, body: str) -> Path:
-    path.write_text(f'name = "{name}"\nalgorithms = ["iql"]\ndatasets = ["{dataset_id}"]\n' + body)
+def write_matrix(path: Path, name: str, dataset_id: str | list[str], body: str) -> Path:
+    ids = [dataset_id] if isinstance(dataset_id, str) else dataset_id
+    path.write_text(f'name = "{name}"\nalgorithms = ["iql"]\ndatasets = {json.dumps(ids)}\n' + body)
     return path
 
 
@@ -155,13 +157,16 @@ def test_kill_9_mid_matrix_then_rerun_resumes_the_same_runs_exactly(
 
 
 def test_failing_cells_are_failed_with_reason_others_finish(
-    tiny_dataset_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_dataset_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # gamma = nan makes every TD target NaN; gamma = 0.95 is locked "by another runner" (this test).
-    path = write_matrix(tmp_path / "fail.toml", "fail", tiny_dataset_id,
-                        "seeds = [0]\n" + SHORT_BUDGET + "[sweep.iql]\ngamma = [0.99, 0.95, nan]\n")
+    # The Minari dataset is not in the (empty) local Minari root, so its cells fail when they load it;
+    # gamma = 0.95 on the good dataset is locked "by another runner" (this test).
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "empty"))
+    path = write_matrix(tmp_path / "fail.toml", "fail", [tiny_dataset_id, "minari:mujoco/hopper/expert-v0"],
+                        "seeds = [0]\n" + SHORT_BUDGET + "[sweep.iql]\ngamma = [0.99, 0.95]\n")
     matrix = load_matrix(path)
-    good, locked, broken = matrix.cells()
+    good, broken, locked, broken_too = matrix.cells()
+    assert (good.dataset, locked.dataset) == (tiny_dataset_id, tiny_dataset_id)
     results, uri = store(tmp_path)
     held = CellLock(cell_dir(results, "fail", locked.hash) / ".lock")
     assert held.acquire()
@@ -171,14 +176,16 @@ def test_failing_cells_are_failed_with_reason_others_finish(
         held.release()
     out = capsys.readouterr().out
     assert code == 1
-    assert "3 cells: 1 finished, 1 failed, 1 running elsewhere, 0 not run" in out
+    assert "4 cells: 1 finished, 2 failed, 1 running elsewhere, 0 not run" in out
     assert f"running elsewhere: {locked.label} [{locked.hash}]: locked by pid {os.getpid()}" in out
     runs = runs_of(uri, "fail")
     assert locked.hash not in runs  # skipped, not duplicated
     assert runs[good.hash][0].info.status == "FINISHED"
     failed = runs[broken.hash][0]
     assert failed.info.status == "FAILED" and failed.data.tags["baq.status"] == "failed"
+    assert "mujoco/hopper/expert-v0" in failed.data.tags["baq.error"]
     assert failed.data.tags["baq.error"].splitlines()[0][:200] in out  # the reason, on one line
+    assert runs[broken_too.hash][0].info.status == "FAILED"
 
     assert matrix_status(matrix, uri, results) == 1
     status = {}
@@ -193,7 +200,7 @@ def test_failing_cells_are_failed_with_reason_others_finish(
     assert outcome["status"] == "failed" and outcome["run_id"] == failed.info.run_id
     assert execute_cell(job(locked, results, uri), lambda *_: None)["status"] == "finished"
     runs = runs_of(uri, "fail")
-    assert [len(runs[c.hash]) for c in (good, locked, broken)] == [1, 1, 1]
+    assert [len(runs[c.hash]) for c in (good, locked, broken, broken_too)] == [1, 1, 1, 1]
 
 
 def job(cell: Cell, results: Path, uri: str, matrix: str = "fail", force: bool = False) -> CellJob:
