@@ -163,8 +163,13 @@ def test_latex_table_compiles(synthetic_runs, tmp_path):
     matrix = {"algorithms": ["BAQ", "IQL", "CQL"], "datasets": ["local:hopper_medium", "local:walker_medium"],
               "seeds": 3, "paper": True}
     table = score_table(analyse(synthetic_runs(records), matrix))
+    # A sweep's method labels carry parameter names with underscores too.
+    sweep = [{"algo": "baq", "dataset": "local:hopper_medium", "seed": s, "offline": 10.0, "online": 50.0 + t / 1e3,
+              "overrides": {"schedule_T": t, "schedule": "linear"}} for t in (1000, 3000) for s in range(2)]
+    sweep_table = score_table(analyse(synthetic_runs(sweep)))
+    assert "schedule_T=1000" in sweep_table.markdown
     (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                                      f"{table.latex}\n\\end{{document}}\n")
+                                      f"{table.latex}\n\n{sweep_table.latex}\n\\end{{document}}\n")
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
