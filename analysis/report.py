@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import pandas as pd
 
-from analysis import aggregate, figures, files
+from analysis import aggregate, figures, files, switch
 from analysis.readme import readme_text
 from analysis.runs import load_runs
 from analysis.scores import Analysis, analyse, display_name, short_names
@@ -155,6 +155,11 @@ def report(source: str, *, tracking_uri: str | None, out_dir: Path, seed: int = 
                pd.concat([f.assign(phase=p) for p, f in profiles.items()], ignore_index=True),
                "score distributions with 95% bands")
     used_runs = runs.loc[runs["used"], ["run_id", "method", "offline_steps"]]
+    dips = switch.switch_dips(loaded.scores, runs.loc[runs["used"]])
+    writer.csv("switch.csv", dips, "per run: end of offline, lowest eval right after the switch, drop, "
+               "recovery time")
+    writer.csv("switch_summary.csv", switch.switch_summary(dips),
+               "per (method, task): mean drop after the switch over seeds, worst drop, runs recovered")
     curves_input = loaded.scores.merge(used_runs, on="run_id")
     switch_of_method = used_runs.groupby("method")["offline_steps"].max().to_dict()
     curves = aggregate.iqm_curves(curves_input, matrices, seed, reps, switch_of_method)

@@ -63,8 +63,19 @@ def test_report_end_to_end(logged, tmp_path):
                "probability_of_improvement"}
     assert names == {"README.md", "manifest.json", "scores.csv", "runs.csv", "cells.csv", "table.md",
                      "table.tex", "aggregates.csv", "probability_of_improvement.csv",
-                     "performance_profiles.csv", "iqm_curve.csv"} | {
+                     "performance_profiles.csv", "iqm_curve.csv", "switch.csv", "switch_summary.csv"} | {
                          f"{f}.{ext}" for f in figures for ext in ("pdf", "png")}
+
+    # The synthetic curves rise through the switch: every drop is minus one eval's rise, and the first online
+    # eval is already back above the end of offline.
+    dips = pd.read_csv(folder / "switch.csv")
+    assert len(dips) == 17  # the used runs: 18 cells less the failed CQL one
+    baq0 = dips[(dips["method"] == "BAQ") & (dips["dataset"] == DATASETS[0]) & (dips["seed"] == 0)].iloc[0]
+    offline, online = final_scores("baq", DATASETS[0], 0)
+    assert baq0["offline_end"] == pytest.approx(offline)
+    assert baq0["drop"] == pytest.approx(-(online - offline) * EVERY / ONLINE)
+    # The window (20% of 100 online steps) holds no eval, so it stretches to the first online eval.
+    assert baq0["recovery_steps"] == EVERY and baq0["window_steps"] == EVERY
 
     scores = pd.read_csv(folder / "scores.csv")
     assert list(scores.columns) == ["run_id", "algorithm", "dataset", "seed", "step", "phase", "return",

@@ -1,0 +1,57 @@
+"""The switch dip: drop right after the offline→online switch and recovery time, on hand-made histories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.switch import switch_dips, switch_summary
+from suite.errors import UserError
+
+OFFLINE = 100
+
+
+def _history(run_id: str, values: dict[int, float]) -> pd.DataFrame:
+    return pd.DataFrame({"run_id": run_id, "step": list(values), "normalized_score": list(values.values())})
+
+
+def _runs(*run_ids: str, method: str = "BAQ", seeds=None) -> pd.DataFrame:
+    return pd.DataFrame({"run_id": list(run_ids), "method": method, "algorithm": method.lower(),
+                         "dataset": "hopper", "seed": seeds or list(range(len(run_ids))), "offline_steps": OFFLINE})
+
+
+def test_drop_lowest_and_recovery_by_hand() -> None:
+    # Online 100 steps, window = first 20: evals at 110 and 120 are in it, 130+ are not (a later fall of 0
+    # must not count as the dip). Back to >= 50 first at step 140.
+    dip = _history("a", {50: 40.0, 100: 50.0, 110: 35.0, 120: 42.0, 130: 0.0, 140: 55.0, 200: 60.0})
+    # Never falls: the first online eval is already above the switch.
+    flat = _history("b", {100: 30.0, 120: 31.0, 140: 20.0, 200: 33.0})
+    # Never recovers.
+    lost = _history("c", {100: 70.0, 110: 20.0, 200: 69.0})
+    out = switch_dips(pd.concat([dip, flat, lost]), _runs("a", "b", "c")).set_index("run_id")
+    assert out.loc["a", ["offline_end", "lowest", "lowest_step", "drop", "recovery_steps", "window_steps"]
+                   ].tolist() == [50.0, 35.0, 10, 15.0, 40.0, 20]
+    assert out.loc["b", "drop"] == -1.0 and out.loc["b", "recovery_steps"] == 20.0
+    assert out.loc["c", "drop"] == 50.0 and np.isnan(out.loc["c", "recovery_steps"])
+
+    summary = switch_summary(out.reset_index()).iloc[0]
+    assert summary["n"] == 3 and summary["recovered"] == "2/3"
+    assert summary["drop_mean"] == pytest.approx((15.0 - 1.0 + 50.0) / 3)
+    assert summary["drop_std"] == pytest.approx(np.std([15.0, -1.0, 50.0], ddof=1))
+    assert summary["drop_max"] == 50.0 and summary["recovery_steps_median"] == 30.0
+    assert summary["offline_end_mean"] == pytest.approx(50.0)
+
+
+def test_runs_without_both_phases_are_skipped_and_one_seed_has_no_std() -> None:
+    offline_only = _history("a", {50: 10.0, 100: 20.0})
+    online_only = _history("b", {150: 10.0, 200: 20.0})
+    both = _history("c", {100: 20.0, 150: 10.0, 200: 25.0})
+    out = switch_dips(pd.concat([offline_only, online_only, both]), _runs("a", "b", "c"), window_fraction=0.5)
+    assert out["run_id"].tolist() == ["c"] and out["drop"].tolist() == [10.0]
+    assert np.isnan(switch_summary(out).iloc[0]["drop_std"])
+    # A window with no eval in it (10% of 100 steps, first online eval 50 steps in) reaches that first eval.
+    sparse = switch_dips(both, _runs("c"), window_fraction=0.1).iloc[0]
+    assert sparse["window_steps"] == 50 and sparse["lowest"] == 10.0 and sparse["lowest_step"] == 50
+    with pytest.raises(UserError, match="window_fraction must be in \\(0, 1\\], got 0"):
+        switch_dips(both, _runs("c"), window_fraction=0)
