@@ -225,11 +225,21 @@ def _variants(doc: dict) -> dict[str, list[dict]]:
     each [sweep.<algo>] table (a table or an array of tables, each a cartesian product), as `baq run` expands
     them, so that a variant with no run at all is reported missing."""
     overrides, sweeps = doc.get("overrides", {}), doc.get("sweep", {})
+    if not isinstance(overrides, dict) or not isinstance(sweeps, dict):
+        raise UserError("matrix [overrides] and [sweep] must be tables of per-algorithm tables (docs/runner.md)")
     variants = {}
     for algo in doc["algorithms"]:
-        base = dict(overrides.get(algo, {}))
+        base = overrides.get(algo, {})
         tables = sweeps.get(algo) or [{}]
         tables = tables if isinstance(tables, list) else [tables]
+        for table in [base, *tables]:
+            if not isinstance(table, dict):
+                raise UserError(f"matrix [overrides.{algo}] / [sweep.{algo}] must be tables, got {table!r}; "
+                                "accepted: key = value overrides, key = [values] sweeps (docs/runner.md)")
+        for table in tables:
+            bad = {k: v for k, v in table.items() if not isinstance(v, list) or not v}
+            if bad:
+                raise UserError(f"matrix [sweep.{algo}] values {bad} must be non-empty lists of values")
         variants[algo] = [{**base, **dict(zip(table, values, strict=True))} for table in tables
                           for values in itertools.product(*table.values())]
     return variants

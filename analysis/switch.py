@@ -36,9 +36,10 @@ def switch_dips(scores: pd.DataFrame, used_runs: pd.DataFrame,
     if not 0.0 < window_fraction <= 1.0:
         raise UserError(f"window_fraction must be in (0, 1], got {window_fraction}")
     evals = scores.dropna(subset=["normalized_score"])[["run_id", "step", "normalized_score"]]
+    by_run = {run_id: hist.sort_values("step") for run_id, hist in evals.groupby("run_id", sort=False)}
     rows = []
     for run in used_runs.itertuples(index=False):
-        hist = evals[evals["run_id"] == run.run_id].sort_values("step")
+        hist = by_run.get(run.run_id, evals.iloc[:0])
         before = hist[hist["step"] <= run.offline_steps]
         after = hist[hist["step"] > run.offline_steps]
         if before.empty or after.empty:

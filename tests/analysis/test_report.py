@@ -219,6 +219,11 @@ def test_matrix_file_sweep_tables_expand_to_expected_variants(tmp_path):
                 {"kappa0": 1.0, "schedule": "linear", "schedule_T": 1000},
                 {"kappa0": 1.0, "schedule": "linear", "schedule_T": 2000}],
         "iql": [{}]}
+    for body, match in (("sweep.baq = 5\n", "must be tables, got 5"),
+                        ("[sweep.baq]\nlambda0 = 0.1\n", "values {'lambda0': 0.1} must be non-empty lists")):
+        matrix_file.write_text('name = "x"\nalgorithms = ["baq"]\ndatasets = ["d"]\nseeds = [0]\n' + body)
+        with pytest.raises(UserError, match=match):
+            matrix_from_file(matrix_file)
 
 
 def test_a_sweep_variant_nobody_ran_is_reported_missing(store, tmp_path, curve):
