@@ -72,6 +72,13 @@ class CQLConfig:
             raise UserError(f"cql_temp must be > 0, got {self.cql_temp}")
 
 
+Noise = dict[str, torch.Tensor]
+
+
+def _get(noise: Noise | None, key: str) -> torch.Tensor | None:
+    return None if noise is None else noise.get(key)  # missing: drawn where used
+
+
 def _repeat_rows(x: torch.Tensor, k: int) -> torch.Tensor:
     """(B, D) -> (B·k, D) with each row repeated k times consecutively (row b·k + j is x[b])."""
     return x.repeat_interleave(k, dim=0)
@@ -127,11 +134,11 @@ class CQL(Algorithm):
         return self.temperatures["log_alpha_prime"].exp().clamp(0.0, 1e6)  # CORL's clamp
 
     # --- losses: public so that BAQ (base="cql") can reuse them ---------------------------------------------
-    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def actor_loss(self, batch: Batch, noise: Noise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """SAC policy loss E[α·log π(ã|s) − min_i Q_i(s, ã)], ã ~ π(·|s); during the first `bc_steps` updates
         the Q term is replaced by log π(a|s) of the dataset action (CORL). Gradients reach only the actor (α
         and the critics are held fixed). Returns (loss, log π(ã|s))."""
-        act, log_pi = self.actor.sample(batch.obs)
+        act, log_pi = self.actor.sample(batch.obs, _get(noise, "actor"))
         alpha = self.alpha().detach()
         if self.updates < self.cfg.bc_steps:
             value = self.actor.log_prob(batch.obs, batch.act)
@@ -146,12 +153,12 @@ class CQL(Algorithm):
         return temperature_loss(self.temperatures["log_alpha"], log_pi, self.target_entropy)
 
     @torch.no_grad()
-    def td_target(self, batch: Batch) -> torch.Tensor:
+    def td_target(self, batch: Batch, noise: Noise | None = None) -> torch.Tensor:
         """r + γ(1−d)·min_i Q̄_i(s', a'), a' ~ π(·|s') (the max over `cql_n_actions` samples with
         `max_target_backup`), minus α·log π(a'|s') only with `backup_entropy`."""
         n = self.cfg.cql_n_actions if self.cfg.max_target_backup else 1
         next_obs = _repeat_rows(batch.next_obs, n)
-        next_act, next_log_pi = self.actor.sample(next_obs)
+        next_act, next_log_pi = self.actor.sample(next_obs, _get(noise, "next"))
         next_q = self.critic_target(next_obs, next_act)  # (n_critics, B·n)
         if n > 1:  # per state, the sample with the largest min_i Q̄_i (CORL `cql_max_target_backup`)
             min_q = next_q.min(0).values.view(-1, n)
@@ -162,15 +169,18 @@ class CQL(Algorithm):
         return soft_td_target(batch.rew, batch.done, next_q, self.cfg.gamma, log_pi, self.alpha())
 
     @torch.no_grad()
-    def sample_ood_actions(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_ood_actions(self, batch: Batch, noise: Noise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The K = 3·cql_n_actions proposal actions per state of CQL(H) and their log densities:
         uniform on [-1, 1]^|A| (log density −|A|·log 2), ã ~ π(·|s) and ã ~ π(·|s'), all scored at s (as the
         authors' code and CORL do). Returns actions (B, K, |A|) and log densities (B, K)."""
         n, (b, a_dim) = self.cfg.cql_n_actions, batch.act.shape
-        uniform = torch.empty(b, n, a_dim, device=self.device).uniform_(-1.0, 1.0)
+        uniform = _get(noise, "uniform")
+        if uniform is None:
+            uniform = torch.empty(b, n, a_dim, device=self.device).uniform_(-1.0, 1.0)
         uniform_log_density = torch.full((b, n), -a_dim * math.log(2.0), device=self.device)
         # One actor pass over the 2B states, n draws each (the same numbers as sampling n repeated rows).
-        policy_act, policy_log_pi = self.actor.sample_n(torch.cat([batch.obs, batch.next_obs]), n)
+        policy_act, policy_log_pi = self.actor.sample_n(torch.cat([batch.obs, batch.next_obs]), n,
+                                                        _get(noise, "proposals"))
         policy_act = policy_act.view(2, b, n, a_dim)
         policy_log_pi = policy_log_pi.view(2, b, n)
         actions = torch.cat([uniform, policy_act[0], policy_act[1]], dim=1)
@@ -205,13 +215,13 @@ class CQL(Algorithm):
         return -self.alpha_prime() * self.cql_alpha * (gap.detach().mean() - self.cfg.target_action_gap)
 
     def critic_loss(
-        self, batch: Batch, critic_weight: torch.Tensor | None = None
+        self, batch: Batch, critic_weight: torch.Tensor | None = None, noise: Noise | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """TD regression (weighted per sample by `critic_weight`) + α_cql·α'·(mean conservative gap).
 
         Returns (loss, parts) with parts `td_loss`, `gap` (n,), `q` (n, B) at dataset actions."""
-        target = self.td_target(batch)
-        actions, log_density = self.sample_ood_actions(batch)
+        target = self.td_target(batch, noise)
+        actions, log_density = self.sample_ood_actions(batch, noise)
         b, k = actions.shape[:2]
         # One critic pass over the dataset actions and all B·K proposals (each proposal scored at its s).
         obs = torch.cat([batch.obs, _repeat_rows(batch.obs, k)])
@@ -222,15 +232,30 @@ class CQL(Algorithm):
         loss = td_loss + self.conservative_weight() * gap.mean()
         return loss, {"td_loss": td_loss, "gap": gap, "q": q_data}
 
-    def update(
+    def draw_noise(self, batch: Batch) -> Noise:
+        """Every random number of one update, drawn from the global RNG in the order the losses would draw
+        them (so `update` is unchanged): the actor's sample at s, the backup's samples at s', the uniform
+        proposals, the policy proposals at [s; s']. Drawn up front so that a seed-vectorized update
+        (suite.vectorize) gives each seed its own stream."""
+        (b, a_dim), n, dev = batch.act.shape, self.cfg.cql_n_actions, self.device
+        n_next = n if self.cfg.max_target_backup else 1
+        return {
+            "actor": torch.randn(b, a_dim, device=dev),
+            "next": torch.randn(b * n_next, a_dim, device=dev),
+            "uniform": torch.empty(b, n, a_dim, device=dev).uniform_(-1.0, 1.0),
+            "proposals": torch.randn(2 * b, n, a_dim, device=dev),
+        }
+
+    def loss(
         self,
         batch: Batch,
         critic_weight: torch.Tensor | None = None,
         actor_penalty: ActorPenalty | None = None,
-    ) -> dict[str, torch.Tensor]:
-        actor_loss, log_pi = self.actor_loss(batch)
+        noise: Noise | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        actor_loss, log_pi = self.actor_loss(batch, noise)
         alpha_loss = self.temperature_loss(log_pi)
-        critic_loss, parts = self.critic_loss(batch, critic_weight)
+        critic_loss, parts = self.critic_loss(batch, critic_weight, noise)
         lagrange_loss = self.lagrange_loss(parts["gap"])
         metrics = {
             "critic_loss": critic_loss, "td_loss": parts["td_loss"], "cql_gap": parts["gap"].mean(),
@@ -240,16 +265,31 @@ class CQL(Algorithm):
         if self.cfg.cql_lagrange:
             metrics.update(alpha_prime=self.alpha_prime(), lagrange_loss=lagrange_loss)
         total = critic_loss + actor_loss + alpha_loss + lagrange_loss
-        total = with_actor_penalty(total, batch, self.actor, actor_penalty, metrics)
+        return with_actor_penalty(total, batch, self.actor, actor_penalty, metrics), metrics
+
+    def after_step(self) -> None:
+        # Targets follow every update (CORL `target_update_period: 1`).
+        soft_update_(self.critic_target, self.critic, self.cfg.tau)
+        self.updates += 1
+
+    def update(
+        self,
+        batch: Batch,
+        critic_weight: torch.Tensor | None = None,
+        actor_penalty: ActorPenalty | None = None,
+    ) -> dict[str, torch.Tensor]:
+        total, metrics = self.loss(batch, critic_weight, actor_penalty, self.draw_noise(batch))
         # CORL steps log α, then the actor, then α' and the critics, but every loss is built from the
         # pre-update networks (its graphs exist before the first step) and the cross terms are held fixed
         # (α in the actor loss, the critics in the actor loss, α' in the critic loss, the gap in the α' loss).
         # The losses therefore touch disjoint parameters and one backward + one fused step is exact.
         gradient_step(self.optim, total)
-        # Targets follow every update (CORL `target_update_period: 1`).
-        soft_update_(self.critic_target, self.critic, self.cfg.tau)
-        self.updates += 1
+        self.after_step()
         return {k: v.detach() for k, v in metrics.items()}
+
+    @property
+    def vectorizable(self) -> bool:
+        return True
 
     def modules(self) -> dict:
         return {

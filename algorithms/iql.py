@@ -94,24 +94,41 @@ class IQL(Algorithm):
         weights = advantage_weights(adv.detach(), self.cfg.temperature, self.cfg.max_weight)
         return -(weights * self.actor.log_prob(batch.obs, batch.act)).mean()
 
-    def update(
+    def loss(
         self,
         batch: Batch,
         critic_weight: torch.Tensor | None = None,
         actor_penalty: ActorPenalty | None = None,
-    ) -> dict[str, torch.Tensor]:
+        noise: dict[str, torch.Tensor] | None = None,  # IQL's update draws no random numbers
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         value_loss, target_q, v = self.value_loss(batch)
         critic_loss, q = self.critic_loss(batch, critic_weight)
         actor_loss = self.actor_loss(batch, target_q - v)
         total = value_loss + critic_loss + actor_loss
         metrics = {"value_loss": value_loss, "critic_loss": critic_loss, "actor_loss": actor_loss}
         total = with_actor_penalty(total, batch, self.actor, actor_penalty, metrics)
+        metrics.update(q_mean=q.mean(), v_mean=v.mean(), adv_mean=(target_q - v).mean())
+        return total, metrics
+
+    def after_step(self) -> None:
+        soft_update_(self.critic_target, self.critic, self.cfg.tau)
+
+    def update(
+        self,
+        batch: Batch,
+        critic_weight: torch.Tensor | None = None,
+        actor_penalty: ActorPenalty | None = None,
+    ) -> dict[str, torch.Tensor]:
+        total, metrics = self.loss(batch, critic_weight, actor_penalty)
         # The three losses touch disjoint parameters and every cross term is detached (the reference code's
         # V, Q, π steps all read the pre-update networks), so one backward + one fused step is exact.
         gradient_step(self.optim, total)
-        soft_update_(self.critic_target, self.critic, self.cfg.tau)
-        metrics.update(q_mean=q.mean(), v_mean=v.mean(), adv_mean=(target_q - v).mean())
+        self.after_step()
         return {k: t.detach() for k, t in metrics.items()}
+
+    @property
+    def vectorizable(self) -> bool:
+        return not self.cfg.actor_dropout  # dropout draws random numbers inside the update
 
     def modules(self) -> dict:
         return {

@@ -108,6 +108,51 @@ def our_stepper(name: str, data: Transitions, seed: int = 0, compile: bool = Fal
     return lambda: algo.update(buffer.sample(BATCH, gen))
 
 
+def vectorized_steppers(name: str, data: Transitions, seeds: int, device: str = "cpu"
+                        ) -> dict[str, Callable[[], Any]]:
+    """`seeds` seeds' updates per call: one after another (`separate`) or as one batched network
+    (`vectorized`, suite.vectorize), on the same batches."""
+    from suite.vectorize import SeedVectorizedStep
+
+    def build(seed: int) -> Algorithm:
+        torch.manual_seed(seed)
+        return get_algorithm(name)(our_config(name), data.obs.shape[1], data.act.shape[1], device)
+
+    buffer = ReplayBuffer(len(data.obs), data.obs.shape[1], data.act.shape[1], torch.device(device))
+    buffer.add_batch(data.obs, data.act, data.rew, data.next_obs, data.terminals)
+    gen = torch.Generator(device=device).manual_seed(0)
+    separate = [build(s) for s in range(seeds)]
+    vectorized = SeedVectorizedStep([build(s) for s in range(seeds)])
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def one_by_one() -> None:
+        for algo in separate:
+            algo.update(buffer.sample(BATCH, gen))
+        sync()
+
+    def batched() -> None:
+        vectorized.step([buffer.sample(BATCH, gen) for _ in range(seeds)])
+        sync()
+
+    return {"separate": one_by_one, "vectorized": batched}
+
+
+def vectorize_table(algos: list[str], seeds: int, updates: int, warmup: int, repeats: int, device: str = "cpu",
+                    n_transitions: int = N_TRANSITIONS) -> list[dict[str, Any]]:
+    """Seed-updates/s of N seeds trained one after another against N seeds as one batched network."""
+    data = synthetic_transitions(n_transitions)
+    rows = []
+    for name in algos:
+        scale = UPDATE_SCALE.get(name, 1.0)
+        n_calls = max(1, round(updates * scale))
+        rates = measure(vectorized_steppers(name, data, seeds, device), n_calls, round(warmup * scale), repeats)
+        rows.append({"algo": name, "seeds": seeds, "device": device, "calls": n_calls,
+                     "separate_seed_upd_s": seeds * rates["separate"]["wall"],
+                     "vectorized_seed_upd_s": seeds * rates["vectorized"]["wall"],
+                     "ratio": rates["vectorized"]["wall"] / rates["separate"]["wall"]})
+    return rows
+
+
 # --- d3rlpy -------------------------------------------------------------------------------------------------
 def import_d3rlpy() -> Any:
     """d3rlpy, with its import-time gym notice and its info logs silenced (warnings still show)."""
@@ -561,6 +606,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-d3rlpy", action="store_true")
     p.add_argument("--compile", action="store_true",
                    help="also time our update with the networks torch.compile'd (columns compiled_*)")
+    p.add_argument("--vectorize-seeds", type=int, default=0, metavar="N",
+                   help="also time N seeds as one batched network against N separate updates (iql, cql)")
+    p.add_argument("--device", default="cpu", help="device of the --vectorize-seeds comparison (cpu, cuda)")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end overhead run")
     p.add_argument("--e2e-algo", default=E2EConfig.algo)
     p.add_argument("--e2e-dataset", default=E2EConfig.dataset)
@@ -571,6 +619,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise UserError(f"--{key} must be a positive integer, got {getattr(args, key)}")
     if args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.vectorize_seeds == 1 or args.vectorize_seeds < 0:
+        raise UserError(f"--vectorize-seeds must be >= 2, got {args.vectorize_seeds}")
     args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     for name in args.algos:
         our_config(name)  # unknown names -> UserError
@@ -595,6 +645,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = throughput_table(args.algos, args.updates, args.warmup, args.repeats, not args.no_d3rlpy,
                                 with_compile=args.compile)
         print(markdown_table(rows, ROW_KEYS + (("compiled_upd_s", "compiled_ratio") if args.compile else ())))
+        vec_rows = None
+        if args.vectorize_seeds:
+            vec_algos = [a for a in args.algos if get_algorithm(a)(our_config(a), 1, 1).vectorizable]
+            vec_rows = vectorize_table(vec_algos, args.vectorize_seeds, args.updates // args.vectorize_seeds,
+                                       args.warmup, args.repeats, args.device)
+            print(markdown_table(vec_rows, tuple(vec_rows[0]) if vec_rows else ()))
         peak = matmul_peak(args.repeats)
         print("matmul GFLOP/s for scale: " + ", ".join(f"{k} {v:.1f}" for k, v in peak.items()))
         e2e = None if args.no_e2e else end_to_end(E2EConfig(algo=args.e2e_algo, dataset=args.e2e_dataset))
@@ -603,7 +659,8 @@ def main(argv: list[str] | None = None) -> int:
         load_after = os.getloadavg()
         print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
         if args.json:
-            write_json(args.json, {"argv": sys.argv[1:] if argv is None else argv, "rows": rows, "e2e": e2e,
+            write_json(args.json, {"argv": sys.argv[1:] if argv is None else argv, "rows": rows,
+                                   "vectorized": vec_rows, "e2e": e2e,
                                    "matmul_peak_gflop_s": peak, "threads": torch.get_num_threads(),
                                    "torch": torch.__version__, "load_before": load_before,
                                    "load_after": load_after})

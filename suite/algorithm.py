@@ -64,6 +64,31 @@ class Algorithm(ABC):
         actor_penalty: ActorPenalty | None = None,
     ) -> dict[str, torch.Tensor]: ...
 
+    # --- optional: seed vectorisation (suite.vectorize) ----------------------------------------------------
+    # An algorithm whose update is "draw_noise, one summed loss, one step of `self.optim` (every trainable
+    # parameter), then `after_step()`" can train N seeds as one batched network: the random numbers come from
+    # `draw_noise` (each seed's own RNG), never from inside `loss`.
+    @property
+    def vectorizable(self) -> bool:
+        return False
+
+    def draw_noise(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Every random number `loss` needs for this batch (none by default)."""
+        return {}
+
+    def loss(
+        self,
+        batch: Batch,
+        critic_weight: torch.Tensor | None = None,
+        actor_penalty: ActorPenalty | None = None,
+        noise: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The summed loss of one update and its metrics (vectorizable algorithms only)."""
+        raise NotImplementedError(f"{self.name} has no single summed loss")
+
+    def after_step(self) -> None:
+        """What follows the optimiser step (target-network updates)."""
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         if deterministic:

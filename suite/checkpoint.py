@@ -28,13 +28,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _compact(obj: Any) -> Any:
+    """`obj` with every tensor that is a view into a larger storage copied out: torch.save writes a view's whole
+    storage, and a seed-vectorized run's parameters are slices of all N seeds' (suite.vectorize)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone() if obj.untyped_storage().nbytes() > obj.numel() * obj.element_size() else obj
+    if isinstance(obj, dict):
+        return type(obj)((k, _compact(v)) for k, v in obj.items())
+    if isinstance(obj, list | tuple) and not hasattr(obj, "_fields"):
+        return type(obj)(_compact(v) for v in obj)
+    return obj
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(_compact(state), buf)
     atomic_write_bytes(path, buf.getvalue())
 
 

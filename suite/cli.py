@@ -47,10 +47,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_episode_steps=args.max_episode_steps, device=args.device, compile=args.compile,
         algo_params=_parse_sets(args.set),
     ).validate()
-    run_dir = Path(args.run_dir) if args.run_dir else (
-        Path(os.environ.get("BAQ_RESULTS_DIR", "results")) / "train"
-        / f"{cfg.algo}-{cfg.dataset.replace(':', '-').replace('/', '-')}-s{cfg.seed}"
-    )
+    if args.vectorize_seeds is not None:
+        return _train_vectorized(cfg, args)
+    run_dir = _train_run_dir(cfg, args.run_dir)
     _set_threads(args.threads)
     with TrainProgress(cfg) as bar:
         result = launch(cfg, args.experiment, run_dir, args.tracking_uri, progress=bar.update)
@@ -58,6 +57,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"online normalized score:  {_fmt(result.online_score)}")
     print(f"MLflow run {result.run_id} in experiment {args.experiment!r} at {_uri(args.tracking_uri)}")
     print(f"run directory: {run_dir}")
+    return 0
+
+
+def _train_run_dir(cfg: Any, run_dir: str | None) -> Path:
+    if run_dir:
+        return Path(run_dir)
+    return (Path(os.environ.get("BAQ_RESULTS_DIR", "results")) / "train"
+            / f"{cfg.algo}-{cfg.dataset.replace(':', '-').replace('/', '-')}-s{cfg.seed}")
+
+
+def _train_vectorized(cfg: Any, args: argparse.Namespace) -> int:
+    """`--vectorize-seeds N`: seeds seed … seed+N−1 as one batched network, one MLflow run and one run
+    directory each (`<run-dir>/s<seed>` when --run-dir is given)."""
+    import dataclasses
+
+    from suite.launch import launch_vectorized
+    from suite.progress_bar import TrainProgress
+
+    if args.vectorize_seeds < 2:
+        raise UserError(f"--vectorize-seeds must be >= 2, got {args.vectorize_seeds}")
+    cfgs = [dataclasses.replace(cfg, seed=cfg.seed + k) for k in range(args.vectorize_seeds)]
+    run_dirs = [Path(args.run_dir) / f"s{c.seed}" if args.run_dir else _train_run_dir(c, None) for c in cfgs]
+    _set_threads(args.threads)
+    with TrainProgress(cfg) as bar:
+        results = launch_vectorized(cfgs, args.experiment, run_dirs, args.tracking_uri, progress=bar.update)
+    for c, result, run_dir in zip(cfgs, results, run_dirs, strict=True):
+        print(f"seed {c.seed}: offline normalized score {_fmt(result.offline_score)}, online "
+              f"{_fmt(result.online_score)}, MLflow run {result.run_id}, run directory {run_dir}")
+    print(f"experiment {args.experiment!r} at {_uri(args.tracking_uri)}")
     return 0
 
 
@@ -150,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu")
     t.add_argument("--compile", action="store_true",
                    help="torch.compile the networks (opt-in; pays on GPUs, not on one CPU core)")
+    t.add_argument("--vectorize-seeds", type=int, default=None, metavar="N",
+                   help="train seeds SEED..SEED+N-1 as one batched network (for GPUs; iql, cql)")
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="algorithm parameter override, repeatable (e.g. --set expectile=0.9)")

@@ -45,6 +45,49 @@ def launch(
     `run_id` continues that MLflow run instead of the one in run.json (the matrix runner finds a cell's run
     by its tag, which also covers a runner killed between creating the run and writing run.json)."""
     cfg.validate()
+    sink = open_run(cfg, experiment, run_dir, tracking_uri, tags, run_id)
+    try:
+        result = train(cfg, sink, run_dir, progress)
+    except BaseException as exc:
+        _end_failed(sink, exc)
+        raise
+    sink.end("FINISHED")
+    return result
+
+
+def launch_vectorized(
+    cfgs: list[TrainConfig],
+    experiment: str,
+    run_dirs: list[Path],
+    tracking_uri: str | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> list[TrainResult]:
+    """`launch` for seeds trained as one batched network (suite.vectorize): one MLflow run and one run
+    directory per seed, recorded exactly as separate runs; an exception fails every seed's run."""
+    from suite.vectorize import check_vectorizable_config, train_vectorized
+
+    for cfg in cfgs:
+        cfg.validate()
+    check_vectorizable_config(cfgs[0])  # before any MLflow run exists
+    sinks: list[MLflowSink] = []
+    try:
+        for cfg, run_dir in zip(cfgs, run_dirs, strict=True):
+            sinks.append(open_run(cfg, experiment, run_dir, tracking_uri, {"baq.vectorized_seeds": str(len(cfgs))}))
+        results = train_vectorized(cfgs, sinks, run_dirs, progress)
+    except BaseException as exc:
+        for sink in sinks:
+            _end_failed(sink, exc)
+        raise
+    for sink in sinks:
+        sink.end("FINISHED")
+    return results
+
+
+def open_run(
+    cfg: TrainConfig, experiment: str, run_dir: Path, tracking_uri: str | None = None,
+    tags: dict[str, str] | None = None, run_id: str | None = None,
+) -> MLflowSink:
+    """The MLflow run of `run_dir`: the one recorded in its run.json (same store) or a new one."""
     uri = tracking_uri or default_tracking_uri()
     run_dir.mkdir(parents=True, exist_ok=True)
     record = run_dir / RUN_FILE
@@ -59,18 +102,16 @@ def launch(
         _clear_stale_error(sink)
     atomic_write_text(record, json.dumps({"run_id": sink.run_id, "tracking_uri": uri,
                                           "experiment": experiment}))
+    return sink
+
+
+def _end_failed(sink: MLflowSink, exc: BaseException) -> None:
+    reason = f"{type(exc).__name__}: {exc}"
     try:
-        result = train(cfg, sink, run_dir, progress)
-    except BaseException as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        try:
-            sink.set_tags({"baq.traceback": traceback.format_exc()[-4000:]})
-            sink.end("FAILED" if not isinstance(exc, KeyboardInterrupt) else "KILLED", reason)
-        except Exception:
-            pass  # the store itself may be what failed; the original error matters more
-        raise
-    sink.end("FINISHED")
-    return result
+        sink.set_tags({"baq.traceback": traceback.format_exc()[-4000:]})
+        sink.end("FAILED" if not isinstance(exc, KeyboardInterrupt) else "KILLED", reason)
+    except Exception:
+        pass  # the store itself may be what failed; the original error matters more
 
 
 def _clear_stale_error(sink: MLflowSink) -> None:

@@ -148,20 +148,24 @@ class TanhGaussianPolicy(nn.Module):
         mean, log_std = self.trunk(obs).chunk(2, dim=-1)
         return mean, log_std.clamp(self.log_std_min, self.log_std_max).exp()
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised action in (-1, 1) and its log-probability (with the tanh change of variables)."""
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised action in (-1, 1) and its log-probability (with the tanh change of variables).
+        `noise`: the standard normals (B, |A|) to use, drawn by the caller (default: drawn here)."""
         mean, std = self._mean_std(obs)
-        u = mean + std * torch.randn_like(mean)
+        u = mean + std * (torch.randn_like(mean) if noise is None else noise)
         act = torch.tanh(u)
         return act, _tanh_gaussian_log_prob(u, mean, std)
 
-    def sample_n(self, obs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_n(
+        self, obs: torch.Tensor, n: int, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`n` actions per state from one forward pass: (B, n, |A|) and log-probabilities (B, n). Draws the
-        same noise, in the same order, as `sample` on the states repeated n times each."""
+        same noise, in the same order, as `sample` on the states repeated n times each; `noise` (B, n, |A|)
+        as in `sample`."""
         mean, std = self._mean_std(obs)
         mean = mean.unsqueeze(1).expand(-1, n, -1)
         std = std.unsqueeze(1).expand(-1, n, -1)
-        u = mean + std * torch.randn_like(mean)
+        u = mean + std * (torch.randn_like(mean) if noise is None else noise)
         return torch.tanh(u), _tanh_gaussian_log_prob(u, mean, std)
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:

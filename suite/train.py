@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,14 +149,34 @@ def _keep_freed_memory() -> None:
     libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: 1 GiB
 
 
+Progress = Callable[[dict[str, Any]], None]
+
+
 def train(
     cfg: TrainConfig,
     sink: MetricsSink | None = None,
     run_dir: Path | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train one (algorithm, dataset, seed) offline then online. With `run_dir`, checkpoints go there and an
     existing checkpoint is resumed."""
+    run = training_loop(cfg, sink, run_dir, progress)
+    algo, _ = next(run)
+    try:
+        batch = next(run)
+        while True:
+            batch = run.send(algo.update(batch))
+    except StopIteration as finished:
+        return finished.value
+
+
+
+def training_loop(
+    cfg: TrainConfig, sink: MetricsSink | None, run_dir: Path | None, progress: Progress | None,
+) -> Generator[Any, dict[str, torch.Tensor] | None, TrainResult]:
+    """The loop as a generator, so that one driver can run several seeds in lockstep (suite.vectorize): it
+    yields (algorithm, step it resumes from) once set up, then every batch to update on, and takes back the update's
+    metrics. Everything else (envs, evaluation, logging, checkpoints) stays here, once per run."""
     cfg.validate()
     _keep_freed_memory()
     sink = sink or MemorySink()
@@ -245,6 +265,7 @@ def train(
     last_flush = clock
     last_score = evals[-1]["normalized_score"] if evals else float("nan")
 
+    yield algo, start
     for step in range(start + 1, total + 1):
         online = step > cfg.offline_steps
         if online:
@@ -267,7 +288,7 @@ def train(
                 episode = {"return": 0.0, "length": 0}
                 obs, _ = env.reset()
         for _ in range(cfg.utd if online else 1):
-            window.add(algo.update(buffer.sample(cfg.batch_size, gen)))
+            window.add((yield buffer.sample(cfg.batch_size, gen)))
 
         if step % cfg.log_interval == 0 or step == total:
             now = time.perf_counter()

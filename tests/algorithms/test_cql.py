@@ -64,8 +64,8 @@ def test_critic_loss_conservative_term_by_hand(importance_sample: bool, monkeypa
     log_density = np.array([[-2.0, 0.4], [1.0, -0.5]], dtype=np.float32)
     target = np.array([0.3, -1.2], dtype=np.float32)
     monkeypatch.setattr(algo, "sample_ood_actions",
-                        lambda batch: (torch.from_numpy(ood), torch.from_numpy(log_density)))
-    monkeypatch.setattr(algo, "td_target", lambda batch: torch.from_numpy(target))
+                        lambda batch, noise=None: (torch.from_numpy(ood), torch.from_numpy(log_density)))
+    monkeypatch.setattr(algo, "td_target", lambda batch, noise=None: torch.from_numpy(target))
     batch = Batch(torch.from_numpy(obs), torch.from_numpy(act), torch.zeros(2), torch.zeros(2, OBS),
                   torch.zeros(2))
 

@@ -129,3 +129,13 @@ def test_end_to_end_overhead_breakdown(tp, tiny_dataset_id: str) -> None:
                                            - sum(v for k, v in parts.items() if k != "other"))
     assert 0 < e2e["metrics_logging_share"] <= e2e["tracking_share"] < 1
     assert "overhead" in tp.e2e_report(e2e)
+
+
+def test_vectorize_table_compares_the_same_seeds(tp) -> None:
+    rows = tp.vectorize_table(["iql"], seeds=2, updates=2, warmup=1, repeats=1, n_transitions=2_000)
+    (row,) = rows
+    assert row["algo"] == "iql" and row["seeds"] == 2 and row["device"] == "cpu"
+    assert row["separate_seed_upd_s"] > 0 and row["vectorized_seed_upd_s"] > 0
+    assert row["ratio"] == pytest.approx(row["vectorized_seed_upd_s"] / row["separate_seed_upd_s"])
+    with pytest.raises(UserError, match="--vectorize-seeds must be >= 2, got 1"):
+        tp.parse_args(["--vectorize-seeds", "1"])

@@ -33,6 +33,8 @@ def test_console_script_is_installed() -> None:
         (["train", "--set", "expectile=high"], "parameter 'expectile' of algorithm 'iql' must be float"),
         (["train", "--dataset", "kaggle:foo"], "kaggle"),
         (["algos", "dqn"], "unknown algorithm 'dqn'"),
+        (["train", "--algo", "awac", "--vectorize-seeds", "2"], "not available for algorithm 'awac'"),
+        (["train", "--vectorize-seeds", "1"], "--vectorize-seeds must be >= 2, got 1"),
     ],
 )
 def test_bad_input_is_one_line_error(argv: list[str], message: str, capsys: pytest.CaptureFixture,
@@ -63,3 +65,21 @@ def test_train_end_to_end(tiny_dataset_id: str, tmp_path: Path, capsys: pytest.C
     (run,) = client.search_runs([client.get_experiment_by_name("cli").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["algo_params.expectile"] == "0.8"
     assert f"MLflow run {run.info.run_id}" in out
+
+
+def test_train_vectorized_seeds(tiny_dataset_id: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["train", "--algo", "iql", "--dataset", tiny_dataset_id, "--seed", "3", "--vectorize-seeds", "2",
+                 "--offline-steps", "20", "--online-steps", "10", "--eval-interval", "10", "--eval-episodes", "1",
+                 "--log-interval", "10", "--max-episode-steps", "20", "--batch-size", "16",
+                 "--tracking-uri", uri, "--run-dir", str(tmp_path / "run"), "--experiment", "vec"])
+    out = capsys.readouterr().out
+    assert code == 0
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("vec").experiment_id])
+    by_seed = {r.data.params["seed"]: r for r in runs}
+    assert sorted(by_seed) == ["3", "4"]  # one MLflow run per seed, recorded like a separate run
+    for seed, run in by_seed.items():
+        assert run.info.status == "FINISHED" and run.data.tags["baq.vectorized_seeds"] == "2"
+        assert (tmp_path / "run" / f"s{seed}" / "eval.csv").exists()
+        assert f"seed {seed}: offline normalized score" in out and run.info.run_id in out

@@ -1,0 +1,237 @@
+"""One gradient step for N seeds of one algorithm as a single batched network (`baq train --vectorize-seeds N`).
+
+Each seed keeps its own `Algorithm` object, so its initialisation, replay buffer, env, RNG, checkpoint and MLflow
+run are exactly those of a separate run. Only the update is shared: every parameter and Adam moment of the N
+copies lives in one stacked tensor of shape (N, ...), each seed's parameters and moments are views of their
+slice, and one `torch.func.vmap` of the loss's gradient plus one fused Adam step update all N at once. On a GPU,
+where 2×256 networks leave the device idle, that turns N small kernels per layer into one.
+
+Requirements (`Algorithm.vectorizable`): the update is one summed loss (`loss`), one step of `self.optim` over
+every trainable parameter, then `after_step()`; and its random numbers come from `draw_noise`, drawn per seed
+from that seed's RNG before the batched step (vmap itself is told to refuse any draw, since a draw under vmap
+would share or split one stream and the result would no longer equal separate runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from suite.algorithm import Algorithm, Batch, get_algorithm, make_config
+from suite.errors import UserError
+from suite.tracking import MetricsSink
+from suite.train import Progress, TrainConfig, TrainResult, training_loop
+
+
+class _LossModule(nn.Module):
+    """Holds an algorithm's networks so that `functional_call` can swap in one seed's slice of every parameter
+    while `algo.loss` runs (the algorithm's own attributes point at the same modules)."""
+
+    def __init__(self, algo: Algorithm) -> None:
+        super().__init__()
+        modules = {name.replace(".", "__"): m for name, m in algo.modules().items() if isinstance(m, nn.Module)}
+        self.nets = nn.ModuleDict(modules)
+        object.__setattr__(self, "algo", algo)  # not a submodule: its networks are already in `nets`
+
+    def forward(
+        self, batch: Batch, noise: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total, metrics = self.algo.loss(batch, noise=noise)
+        return total, {k: v.detach() for k, v in metrics.items()}
+
+
+def check_vectorizable(algo: Algorithm) -> None:
+    if not algo.vectorizable:
+        raise UserError(
+            f"--vectorize-seeds is not available for algorithm {algo.name!r} with this config; accepted: "
+            "iql (without actor_dropout), cql (updates that are one summed loss, one optimiser step)"
+        )
+
+
+class SeedVectorizedStep:
+    """`step(batches)` performs, for N algorithms of one class and config, the update each would perform on its
+    batch, as one vmapped backward and one optimiser step; returns each seed's metrics."""
+
+    def __init__(self, algos: Sequence[Algorithm]) -> None:
+        if not algos:
+            raise ValueError("no algorithms to vectorize")
+        for algo in algos:
+            check_vectorizable(algo)
+        self.algos = list(algos)
+        holders = [_LossModule(a) for a in self.algos]
+        self._holder = holders[0]
+        named = [dict(h.named_parameters()) for h in holders]
+        named_buffers = [dict(h.named_buffers()) for h in holders]
+        names = list(named[0])
+        if any(list(n) != names for n in named):
+            raise ValueError("the algorithms to vectorize have different networks")
+        self.params = {k: torch.stack([n[k].detach() for n in named]) for k in names}
+        self.buffers = {k: torch.stack([b[k] for b in named_buffers]) for k in named_buffers[0]}
+        # Every seed's parameters become views of its slice: the stacked optimiser step, target updates done
+        # through the seeds' own modules, evaluation and checkpoints all see one and the same numbers.
+        for i, (params, bufs) in enumerate(zip(named, named_buffers, strict=True)):
+            for k, p in params.items():
+                p.data = self.params[k][i]
+            for k, b in bufs.items():
+                b.data = self.buffers[k][i]
+        self.trainable = [k for k in names if named[0][k].requires_grad]
+        self.optim = self._stacked_optimizer(named[0])
+        self._shared_state = False
+        self._grad = torch.func.vmap(torch.func.grad(self._loss, has_aux=True), randomness="error")
+
+    def _stacked_optimizer(self, first: dict[str, nn.Parameter]) -> torch.optim.Optimizer:
+        optim = self.algos[0].optim
+        name_of = {id(p): k for k, p in first.items()}
+        covered = {id(p) for g in optim.param_groups for p in g["params"]}
+        missing = [k for k in self.trainable if id(first[k]) not in covered]
+        if missing:
+            raise ValueError(f"parameters outside the optimiser: {missing}")
+        self._pairs: list[tuple[str, list[torch.optim.Optimizer], list[nn.Parameter]]] = []
+        groups = []
+        for g_index, group in enumerate(optim.param_groups):
+            keys = [name_of[id(p)] for p in group["params"]]
+            groups.append({**{k: v for k, v in group.items() if k != "params"},
+                           "params": [self.params[k] for k in keys]})
+            for j, key in enumerate(keys):
+                seed_params = [a.optim.param_groups[g_index]["params"][j] for a in self.algos]
+                self._pairs.append((key, [a.optim for a in self.algos], seed_params))
+        stacked = type(optim)(groups, **optim.defaults)
+        self._load_seed_moments(stacked)
+        return stacked
+
+    def _load_seed_moments(self, stacked: torch.optim.Optimizer) -> None:
+        """After a resume the seeds' optimisers hold their moments: stack them into the shared optimiser."""
+        for key, optims, params in self._pairs:
+            states = [o.state.get(p) for o, p in zip(optims, params, strict=True)]
+            if not any(states):
+                continue
+            if not all(states) or any(float(s["step"]) != float(states[0]["step"]) for s in states):
+                raise ValueError("the seeds' optimisers are at different steps")
+            stacked.state[self.params[key]] = {
+                "step": states[0]["step"].clone(),
+                **{m: torch.stack([s[m] for s in states]) for m in states[0] if m != "step"},
+            }
+        if stacked.state:
+            self._share_moments(stacked)
+
+    def _share_moments(self, stacked: torch.optim.Optimizer) -> None:
+        """Seed i's optimiser state becomes views of slice i (Adam updates its moments in place), so a seed's
+        checkpoint saves its own moments and resumes as a separate run would."""
+        for key, optims, params in self._pairs:
+            state = stacked.state[self.params[key]]
+            for i, (o, p) in enumerate(zip(optims, params, strict=True)):
+                o.state[p] = {m: (t if m == "step" else t[i]) for m, t in state.items()}
+        self._shared_state = True
+
+    def _loss(
+        self, trainable: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor], parts: tuple[torch.Tensor, ...], noise: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return torch.func.functional_call(self._holder, ({**trainable, **frozen}, buffers), (Batch(*parts), noise))
+
+    def step(
+        self, batches: Sequence[Batch], noises: Sequence[dict[str, torch.Tensor]] | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """One update of every seed on its batch. `noises`: each seed's `draw_noise(batch)`, drawn from its own
+        RNG (default: drawn here, one seed after another, from the global RNG)."""
+        if noises is None:
+            noises = [a.draw_noise(b) for a, b in zip(self.algos, batches, strict=True)]
+        if len(batches) != len(self.algos):
+            raise ValueError(f"expected {len(self.algos)} batches, got {len(batches)}")
+        if any(b.weight is not None or b.index is not None for b in batches):
+            raise ValueError("prioritized batches are not vectorized")
+        parts = tuple(torch.stack(field) for field in zip(*(b[:5] for b in batches), strict=True))
+        trainable = {k: self.params[k] for k in self.trainable}
+        frozen = {k: t for k, t in self.params.items() if k not in trainable}
+        noise = {k: torch.stack([n[k] for n in noises]) for k in noises[0]}
+        grads, metrics = self._grad(trainable, frozen, self.buffers, parts, noise)
+        for k, g in grads.items():
+            self.params[k].grad = g
+        self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+        if not self._shared_state:
+            self._share_moments(self.optim)
+        for algo in self.algos:
+            algo.after_step()
+        return [{k: v[i] for k, v in metrics.items()} for i in range(len(self.algos))]
+
+
+def check_vectorizable_config(cfg: TrainConfig) -> None:
+    """UserError unless `cfg`'s algorithm can be seed-vectorized (checked on a throwaway 1-d instance)."""
+    with torch.random.fork_rng(devices=[]):
+        check_vectorizable(get_algorithm(cfg.algo)(make_config(cfg.algo, cfg.algo_params), 1, 1))
+
+
+class _RngSlot:
+    """One run's global torch RNG, swapped in while that run's loop advances (env actions, initialisation)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.state: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._outer: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def _get(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.cuda else None
+
+    def _set(self, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], self.device)
+
+    def __enter__(self) -> None:
+        if self.state is not None:
+            self._set(self.state)
+
+    def __exit__(self, *exc: object) -> None:
+        self.state = self._get()
+
+
+def train_vectorized(
+    cfgs: Sequence[TrainConfig],
+    sinks: Sequence[MetricsSink],
+    run_dirs: Sequence[Path | None],
+    progress: Progress | None = None,
+) -> list[TrainResult]:
+    """Train configs that differ only in `seed` in lockstep, one batched update for all of them per step.
+    Each seed's metrics, evaluations, checkpoints and outputs are those of `train(cfg)` up to float rounding
+    (the batched matmuls sum in another order; tests/suite/test_vectorize.py bounds the difference)."""
+    seeds = [c.seed for c in cfgs]
+    if len(cfgs) < 2:
+        raise UserError(f"--vectorize-seeds needs at least 2 seeds, got {len(cfgs)}")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--vectorize-seeds needs distinct seeds, got {seeds}")
+    shared = [{**c.resolved(), "seed": None} for c in cfgs]
+    if any(s != shared[0] for s in shared):
+        raise UserError("seed-vectorized runs must share every setting but the seed")
+    slots = [_RngSlot(torch.device(c.device)) for c in cfgs]
+    runs = [training_loop(c, sink, d, progress) for c, sink, d in zip(cfgs, sinks, run_dirs, strict=True)]
+    algos, starts = [], []
+    for run, slot in zip(runs, slots, strict=True):
+        with slot:
+            algo, start = next(run)
+        algos.append(algo)
+        starts.append(start)
+    if len(set(starts)) > 1:
+        raise UserError(f"the seeds' checkpoints are at different steps {starts} (a kill between their writes); "
+                        "resume the seeds separately up to one step, or delete the checkpoints")
+    vectorized = SeedVectorizedStep(algos)
+    results: list[TrainResult | None] = [None] * len(runs)
+    metrics: list[dict[str, torch.Tensor] | None] = [None] * len(runs)
+    while True:
+        batches, noises = [], []
+        for i, (run, slot) in enumerate(zip(runs, slots, strict=True)):
+            with slot:
+                try:
+                    batches.append(run.send(metrics[i]))
+                    noises.append(algos[i].draw_noise(batches[-1]))  # the draws a separate run would make
+                except StopIteration as finished:
+                    results[i] = finished.value
+        if len(batches) == 0:
+            return results  # type: ignore[return-value]
+        if len(batches) != len(runs):
+            raise RuntimeError("seed-vectorized runs fell out of lockstep")
+        metrics = vectorized.step(batches, noises)
