@@ -81,7 +81,8 @@ def _train_vectorized(cfg: Any, args: argparse.Namespace) -> int:
     run_dirs = [Path(args.run_dir) / f"s{c.seed}" if args.run_dir else _train_run_dir(c, None) for c in cfgs]
     _set_threads(args.threads)
     with TrainProgress(cfg) as bar:
-        results = launch_vectorized(cfgs, args.experiment, run_dirs, args.tracking_uri, progress=bar.update)
+        results = launch_vectorized(cfgs, args.experiment, run_dirs, args.tracking_uri,
+                                    progress=[bar.update] + [None] * (len(cfgs) - 1))  # the bar follows the first seed
     for c, result, run_dir in zip(cfgs, results, run_dirs, strict=True):
         print(f"seed {c.seed}: offline normalized score {_fmt(result.offline_score)}, online "
               f"{_fmt(result.online_score)}, MLflow run {result.run_id}, run directory {run_dir}")
@@ -100,6 +101,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_matrix(
         matrix, workers=args.workers, backend=args.backend, address=args.address, force=args.force,
         tracking_uri=args.tracking_uri, results_dir=Path(os.environ.get("BAQ_RESULTS_DIR", "results")),
+        vectorize_seeds=args.vectorize_seeds,
     )
 
 
@@ -196,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
     r.add_argument("--force", action="store_true", help="rerun finished cells")
     r.add_argument("--dry-run", action="store_true", help="print the expanded cells and exit")
+    r.add_argument("--vectorize-seeds", action="store_true",
+                   help="train the seeds of each cell group as one batched network, one job per group "
+                        "(for GPUs; iql, cql; other algorithms run as usual)")
     r.add_argument("--tracking-uri", default=None)
     r.set_defaults(func=_cmd_run)
 

@@ -60,19 +60,25 @@ def launch_vectorized(
     experiment: str,
     run_dirs: list[Path],
     tracking_uri: str | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    tags: list[dict[str, str]] | None = None,
+    progress: list[Callable[[dict[str, Any]], None] | None] | None = None,
+    run_ids: list[str | None] | None = None,
 ) -> list[TrainResult]:
     """`launch` for seeds trained as one batched network (suite.vectorize): one MLflow run and one run
-    directory per seed, recorded exactly as separate runs; an exception fails every seed's run."""
+    directory per seed, recorded exactly as separate runs (plus the tag `baq.vectorized_seeds`); an exception
+    fails every seed's run. `tags`, `progress` and `run_ids` are per seed."""
     from suite.vectorize import check_vectorizable_config, train_vectorized
 
+    n = len(cfgs)
     for cfg in cfgs:
         cfg.validate()
     check_vectorizable_config(cfgs[0])  # before any MLflow run exists
+    tags, progress, run_ids = tags or [{}] * n, progress or [None] * n, run_ids or [None] * n
     sinks: list[MLflowSink] = []
     try:
-        for cfg, run_dir in zip(cfgs, run_dirs, strict=True):
-            sinks.append(open_run(cfg, experiment, run_dir, tracking_uri, {"baq.vectorized_seeds": str(len(cfgs))}))
+        for cfg, run_dir, extra, run_id in zip(cfgs, run_dirs, tags, run_ids, strict=True):
+            sinks.append(open_run(cfg, experiment, run_dir, tracking_uri,
+                                  {**extra, "baq.vectorized_seeds": str(n)}, run_id))
         results = train_vectorized(cfgs, sinks, run_dirs, progress)
     except BaseException as exc:
         for sink in sinks:
@@ -99,7 +105,7 @@ def open_run(
     name = f"{cfg.algo}-{cfg.dataset.split(':', 1)[-1].replace('/', '-')}-s{cfg.seed}"
     sink = MLflowSink(experiment, run_name=name, tracking_uri=uri, run_id=run_id, tags=all_tags)
     if run_id is not None:
-        _clear_stale_error(sink)
+        _clear_stale_tags(sink, all_tags)
     atomic_write_text(record, json.dumps({"run_id": sink.run_id, "tracking_uri": uri,
                                           "experiment": experiment}))
     return sink
@@ -114,9 +120,10 @@ def _end_failed(sink: MLflowSink, exc: BaseException) -> None:
         pass  # the store itself may be what failed; the original error matters more
 
 
-def _clear_stale_error(sink: MLflowSink) -> None:
-    """A continued run that had failed is running again: its old error no longer describes it."""
+def _clear_stale_tags(sink: MLflowSink, current: dict[str, str]) -> None:
+    """A continued run that had failed is running again: its old error no longer describes it; nor does
+    `baq.vectorized_seeds` when it now trains alone."""
     tags = sink.client.get_run(sink.run_id).data.tags
-    for key in ("baq.error", "baq.traceback"):
-        if key in tags:
+    for key in ("baq.error", "baq.traceback", "baq.vectorized_seeds"):
+        if key in tags and key not in current:
             sink.client.delete_tag(sink.run_id, key)

@@ -54,6 +54,31 @@ class CellJob:
     force: bool = False
 
 
+# A job is one cell or a suite.seed_groups.SeedGroupJob (cells identical but for the seed).
+Job = Any
+
+
+def job_hashes(job: Job) -> list[str]:
+    return [job.cell.hash] if isinstance(job, CellJob) else job.hashes
+
+
+def job_device(job: Job) -> str:
+    return job.cell.config.device if isinstance(job, CellJob) else job.device
+
+
+def execute_job(job: Job, report: Callable[[str, dict[str, Any], str], None]) -> dict[str, dict[str, Any]]:
+    """The outcome of every cell of `job`, by cell hash; lock or store trouble becomes a FAILED outcome."""
+    try:
+        if isinstance(job, CellJob):
+            h = job.cell.hash
+            return {h: execute_cell(job, lambda kind, payload: report(kind, payload, h))}
+        from suite.seed_groups import execute_seed_group
+
+        return execute_seed_group(job, report)
+    except Exception as exc:  # still tell the runner why
+        return {h: {"status": FAILED, "error": one_line(exc)} for h in job_hashes(job)}
+
+
 class CellLock:
     """Non-blocking exclusive flock on a cell's lock file, held while the cell trains. The kernel drops it
     when the holder dies, so a killed runner never leaves a stale lock. The file names the holder."""
@@ -97,37 +122,52 @@ class CellLock:
 def execute_cell(job: CellJob, report: Report) -> dict[str, Any]:
     """Train one cell if nobody else is and it is not finished. Returns the outcome: status (finished /
     failed / elsewhere), plus score, run_id, error or detail. Training errors become a FAILED outcome."""
-    cell, run_dir = job.cell, Path(job.cell_dir)
-    lock = CellLock(run_dir / LOCK_FILE)
+    lock = CellLock(Path(job.cell_dir) / LOCK_FILE)
     with lock.held() as acquired:
         if not acquired:
             return {"status": ELSEWHERE, "detail": f"locked by {lock.holder()}"}
-        uri = job.tracking_uri
-        client, experiment_id = open_store(uri, job.matrix)
-        runs = cell_runs(client, experiment_id, cell.hash)
-        if job.force and runs:
-            supersede(client, runs, "rerun with --force")
-            runs = []
-        done = [r for r in runs if r.info.status == "FINISHED"]
-        if done:
-            return {"status": FINISHED, "run_id": done[0].info.run_id, "score": final_score(done[0]),
-                    "detail": "already finished"}
-        run_id = _continuable_run(client, runs, run_dir, uri)
-        if run_id is None:
-            # A new run must start from step 0: a checkpoint here belongs to a run that is gone or superseded.
-            for name in (CHECKPOINT, RUN_FILE):
-                (run_dir / name).unlink(missing_ok=True)
-        resuming = run_id is not None and (run_dir / CHECKPOINT).exists()
-        report("start", {"detail": "resuming from checkpoint" if resuming else
-                         "continuing its run" if run_id else "", "run_id": run_id})
-        tags = {"baq.cell": cell.hash, "baq.matrix": job.matrix, "baq.overrides": cell.overrides_json}
+        outcome, run_id = prepare_cell(job, report)
+        if outcome is not None:
+            return outcome
         try:
-            result = launch(cell.config, job.matrix, run_dir, uri, tags=tags,
-                            progress=lambda info: report("progress", info), run_id=run_id)
+            result = launch(job.cell.config, job.matrix, Path(job.cell_dir), job.tracking_uri,
+                            tags=cell_tags(job), progress=lambda info: report("progress", info), run_id=run_id)
         except Exception as exc:  # launch() has already marked the run FAILED with the full reason
             return {"status": FAILED, "error": one_line(exc), "run_id": run_id}
-        score = result.online_score if result.online_score is not None else result.offline_score
-        return {"status": FINISHED, "run_id": result.run_id, "score": score}
+        return finished_outcome(result)
+
+
+def prepare_cell(job: CellJob, report: Report) -> tuple[dict[str, Any] | None, str | None]:
+    """With the cell's lock held: (outcome, None) when there is nothing to train (already finished), else
+    (None, the MLflow run to continue or None for a new one), after reporting the start."""
+    cell, run_dir, uri = job.cell, Path(job.cell_dir), job.tracking_uri
+    client, experiment_id = open_store(uri, job.matrix)
+    runs = cell_runs(client, experiment_id, cell.hash)
+    if job.force and runs:
+        supersede(client, runs, "rerun with --force")
+        runs = []
+    done = [r for r in runs if r.info.status == "FINISHED"]
+    if done:
+        return {"status": FINISHED, "run_id": done[0].info.run_id, "score": final_score(done[0]),
+                "detail": "already finished"}, None
+    run_id = _continuable_run(client, runs, run_dir, uri)
+    if run_id is None:
+        # A new run must start from step 0: a checkpoint here belongs to a run that is gone or superseded.
+        for name in (CHECKPOINT, RUN_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+    resuming = run_id is not None and (run_dir / CHECKPOINT).exists()
+    report("start", {"detail": "resuming from checkpoint" if resuming else
+                     "continuing its run" if run_id else "", "run_id": run_id})
+    return None, run_id
+
+
+def cell_tags(job: CellJob) -> dict[str, str]:
+    return {"baq.cell": job.cell.hash, "baq.matrix": job.matrix, "baq.overrides": job.cell.overrides_json}
+
+
+def finished_outcome(result: Any) -> dict[str, Any]:
+    score = result.online_score if result.online_score is not None else result.offline_score
+    return {"status": FINISHED, "run_id": result.run_id, "score": score}
 
 
 def _continuable_run(client: Any, runs: list[Any], run_dir: Path, uri: str) -> str | None:
@@ -254,14 +294,11 @@ def _worker_loop(jobs: Any, events: Any, parent_pid: int) -> None:
         if job is None:
             return
 
-        def report(kind: str, payload: dict[str, Any], cell_hash: str = job.cell.hash) -> None:
+        def report(kind: str, payload: dict[str, Any], cell_hash: str) -> None:
             events.put((kind, cell_hash, payload))
 
-        try:
-            outcome = execute_cell(job, report)
-        except Exception as exc:  # lock or MLflow trouble: still tell the runner why
-            outcome = {"status": FAILED, "error": one_line(exc)}
-        events.put(("done", job.cell.hash, outcome))
+        for cell_hash, outcome in execute_job(job, report).items():
+            events.put(("done", cell_hash, outcome))
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
@@ -278,10 +315,10 @@ class _Worker:
                                 name="baq-cell-worker")
         self.proc.start()
         receive.close()  # the child holds its own copy; closing ours lets it see EOF if we die
-        self.cell: str | None = None
+        self.cells: set[str] = set()  # the cells of its job not reported done yet
 
-    def assign(self, job: CellJob) -> None:
-        self.cell = job.cell.hash
+    def assign(self, job: Job) -> None:
+        self.cells = set(job_hashes(job))
         self.send.send(job)
 
     def stop(self) -> None:
@@ -311,7 +348,7 @@ def _drain(events: Any, board: ProgressBoard, done: set[str], wait_s: float) -> 
         pass
 
 
-def _run_local(jobs: list[CellJob], workers: int, board: ProgressBoard) -> None:
+def _run_local(jobs: list[Job], workers: int, board: ProgressBoard) -> None:
     """`workers` processes, each given one cell at a time. A worker that dies without reporting (segfault,
     OOM kill) fails only the cell it held and is replaced."""
     ctx = mp.get_context("spawn")  # fork would copy the runner's threads and any CUDA state
@@ -319,22 +356,23 @@ def _run_local(jobs: list[CellJob], workers: int, board: ProgressBoard) -> None:
     pending, done = deque(jobs), set()
     pool: list[Any] = [_Worker(ctx, events) for _ in range(workers)]
     try:
-        while pending or any(w.cell for w in pool):
+        while pending or any(w.cells for w in pool):
             for w in pool:
-                if w.cell is None and pending:
+                if not w.cells and pending:
                     w.assign(pending.popleft())
             _drain(events, board, done, wait_s=0.2)
             for i, w in enumerate(pool):
-                if w.cell in done:
-                    w.cell = None
+                w.cells -= done
                 if w.proc.is_alive():
                     continue
-                if w.cell is not None:
+                if w.cells:
                     _drain(events, board, done, wait_s=0.5)  # its last messages may still be in the pipe
-                if w.cell is not None and w.cell not in done:
-                    done.add(w.cell)
-                    board.finished(w.cell, {"status": FAILED,
-                                            "error": f"worker process died (exit code {w.proc.exitcode})"})
+                    w.cells -= done
+                for cell_hash in sorted(w.cells):
+                    done.add(cell_hash)
+                    board.finished(cell_hash, {"status": FAILED,
+                                               "error": f"worker process died (exit code {w.proc.exitcode})"})
+                w.cells = set()
                 w.proc.join()
                 w.send.close()
                 pool[i] = _Worker(ctx, events) if pending else None
@@ -364,16 +402,16 @@ def _wait(pool: list[Any], seconds: float) -> None:
         w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
-def _ray_cell(job: CellJob, events: Any) -> dict[str, Any]:
+def _ray_job(job: Job, events: Any) -> dict[str, dict[str, Any]]:
     import torch
 
     torch.set_num_threads(1)
 
-    def report(kind: str, payload: dict[str, Any]) -> None:
+    def report(kind: str, payload: dict[str, Any], cell_hash: str) -> None:
         with contextlib.suppress(Exception):  # a full or gone queue must not fail the cell
-            events.put_nowait((kind, job.cell.hash, payload))
+            events.put_nowait((kind, cell_hash, payload))
 
-    return execute_cell(job, report)
+    return execute_job(job, report)
 
 
 def import_ray() -> Any:
@@ -384,7 +422,7 @@ def import_ray() -> Any:
     return ray
 
 
-def _run_ray(jobs: list[CellJob], workers: int | None, address: str | None, board: ProgressBoard) -> None:
+def _run_ray(jobs: list[Job], workers: int | None, address: str | None, board: ProgressBoard) -> None:
     """The same cells as Ray tasks (1 CPU each, 1 GPU for cuda cells). Needs the suite installed, the
     datasets and the tracking store reachable on every node (docs/runner.md)."""
     ray = import_ray()
@@ -394,25 +432,27 @@ def _run_ray(jobs: list[CellJob], workers: int | None, address: str | None, boar
     from ray.util.queue import Queue
 
     events = Queue()
-    task = ray.remote(_ray_cell)
+    task = ray.remote(_ray_job)
     pending, in_flight, done = deque(jobs), {}, set()
     limit = workers or len(jobs) or 1
     try:
         while pending or in_flight:
             while pending and len(in_flight) < limit:
                 job = pending.popleft()
-                gpus = 1 if job.cell.config.device.startswith("cuda") else 0
+                gpus = 1 if job_device(job).startswith("cuda") else 0
                 in_flight[task.options(num_cpus=1, num_gpus=gpus).remote(job, events)] = job
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.2)
             _drain_ray(events, board, done)
             for ref in ready:
                 job = in_flight.pop(ref)
                 try:
-                    outcome = ray.get(ref)
+                    outcomes = ray.get(ref)
                 except Exception as exc:  # the task's process died or Ray lost it
-                    outcome = {"status": FAILED, "error": "ray task failed: " + one_line(exc)}
+                    failed = {"status": FAILED, "error": "ray task failed: " + one_line(exc)}
+                    outcomes = {h: failed for h in job_hashes(job)}
                 _drain_ray(events, board, done)
-                _handle(("done", job.cell.hash, outcome), board, done)
+                for cell_hash, outcome in outcomes.items():
+                    _handle(("done", cell_hash, outcome), board, done)
     finally:
         for ref in in_flight:
             with contextlib.suppress(Exception):
@@ -448,8 +488,10 @@ def run_matrix(
     tracking_uri: str | None = None,
     results_dir: Path = Path("results"),
     live: bool = True,
+    vectorize_seeds: bool = False,
 ) -> int:
-    """Train every cell that is not finished; 0 when every cell of the matrix ends FINISHED, 1 otherwise."""
+    """Train every cell that is not finished; 0 when every cell of the matrix ends FINISHED, 1 otherwise.
+    `vectorize_seeds`: cells that differ only in the seed train as one batched network (suite.seed_groups)."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
     if backend == "ray":
@@ -474,8 +516,12 @@ def run_matrix(
             finished_before += 1
     if finished_before:
         print(f"{matrix.name}: {finished_before}/{len(cells)} cells already finished, skipped", flush=True)
-    jobs = [CellJob(c, matrix.name, str(cell_dir(results_dir, matrix.name, c.hash)), uri, force)
-            for c in cells if board.cells[c.hash].state != FINISHED]
+    jobs: list[Job] = [CellJob(c, matrix.name, str(cell_dir(results_dir, matrix.name, c.hash)), uri, force)
+                       for c in cells if board.cells[c.hash].state != FINISHED]
+    if vectorize_seeds:
+        from suite.seed_groups import group_jobs
+
+        jobs = group_jobs(jobs)  # type: ignore[arg-type]
     with board:
         if jobs and backend == "local":
             _run_local(jobs, min(n_workers, len(jobs)), board)

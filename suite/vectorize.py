@@ -43,6 +43,10 @@ class _LossModule(nn.Module):
         return total, {k: v.detach() for k, v in metrics.items()}
 
 
+class SeedsOutOfStep(UserError):
+    """The seeds' checkpoints are at different steps: they cannot share one update until they are level."""
+
+
 def check_vectorizable(algo: Algorithm) -> None:
     if not algo.vectorizable:
         raise UserError(
@@ -161,6 +165,8 @@ class SeedVectorizedStep:
 
 def check_vectorizable_config(cfg: TrainConfig) -> None:
     """UserError unless `cfg`'s algorithm can be seed-vectorized (checked on a throwaway 1-d instance)."""
+    if cfg.compile:
+        raise UserError("--vectorize-seeds and --compile cannot be combined (vmap runs the eager networks)")
     with torch.random.fork_rng(devices=[]):
         check_vectorizable(get_algorithm(cfg.algo)(make_config(cfg.algo, cfg.algo_params), 1, 1))
 
@@ -194,7 +200,7 @@ def train_vectorized(
     cfgs: Sequence[TrainConfig],
     sinks: Sequence[MetricsSink],
     run_dirs: Sequence[Path | None],
-    progress: Progress | None = None,
+    progress: Sequence[Progress | None] | None = None,
 ) -> list[TrainResult]:
     """Train configs that differ only in `seed` in lockstep, one batched update for all of them per step.
     Each seed's metrics, evaluations, checkpoints and outputs are those of `train(cfg)` up to float rounding
@@ -207,8 +213,10 @@ def train_vectorized(
     shared = [{**c.resolved(), "seed": None} for c in cfgs]
     if any(s != shared[0] for s in shared):
         raise UserError("seed-vectorized runs must share every setting but the seed")
+    check_vectorizable_config(cfgs[0])
     slots = [_RngSlot(torch.device(c.device)) for c in cfgs]
-    runs = [training_loop(c, sink, d, progress) for c, sink, d in zip(cfgs, sinks, run_dirs, strict=True)]
+    progress = progress or [None] * len(cfgs)
+    runs = [training_loop(c, sink, d, p) for c, sink, d, p in zip(cfgs, sinks, run_dirs, progress, strict=True)]
     algos, starts = [], []
     for run, slot in zip(runs, slots, strict=True):
         with slot:
@@ -216,8 +224,8 @@ def train_vectorized(
         algos.append(algo)
         starts.append(start)
     if len(set(starts)) > 1:
-        raise UserError(f"the seeds' checkpoints are at different steps {starts} (a kill between their writes); "
-                        "resume the seeds separately up to one step, or delete the checkpoints")
+        raise SeedsOutOfStep(f"the seeds' checkpoints are at different steps {starts} (a kill between their "
+                             "writes); resume the seeds separately up to one step, or delete the checkpoints")
     vectorized = SeedVectorizedStep(algos)
     results: list[TrainResult | None] = [None] * len(runs)
     metrics: list[dict[str, torch.Tensor] | None] = [None] * len(runs)

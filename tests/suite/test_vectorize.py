@@ -183,6 +183,8 @@ def test_vectorize_rejects_what_it_cannot_do(tiny_dataset_id: str) -> None:
             check_vectorizable_config(dataclasses.replace(cfg, algo=algo))
     with pytest.raises(UserError, match="accepted: iql"):
         check_vectorizable_config(dataclasses.replace(cfg, algo_params={"actor_dropout": 0.1}))
+    with pytest.raises(UserError, match="--vectorize-seeds and --compile cannot be combined"):
+        check_vectorizable_config(dataclasses.replace(cfg, compile=True))
     with pytest.raises(UserError, match=r"distinct seeds, got \[0, 0\]"):
         train_vectorized([cfg, cfg], [MemorySink(), MemorySink()], [None, None])
     with pytest.raises(UserError, match="every setting but the seed"):

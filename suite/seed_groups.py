@@ -1,0 +1,128 @@
+"""`baq run --vectorize-seeds`: the cells of a matrix that differ only in their seed train as one job, their
+seeds as one batched network (suite.vectorize), on one worker.
+
+Each cell keeps everything the runner guarantees for it: its lock, its own MLflow run (continued or new) and
+working directory, its own start/progress/done events and outcome. Cells another runner holds or that are
+already finished drop out of the group; a group left with one cell trains it alone. Seeds whose checkpoints
+are at different steps (a kill between their writes) are trained one by one, as without the option.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from suite.launch import launch, launch_vectorized
+from suite.progress import ELSEWHERE, FAILED
+from suite.runner import LOCK_FILE, CellJob, CellLock, cell_tags, finished_outcome, one_line, prepare_cell
+from suite.vectorize import SeedsOutOfStep, check_vectorizable_config
+
+# report(kind, payload, cell_hash)
+GroupReport = Callable[[str, dict[str, Any], str], None]
+
+
+@dataclass(frozen=True)
+class SeedGroupJob:
+    """Cells identical but for their seed (picklable, like CellJob)."""
+
+    jobs: tuple[CellJob, ...]
+
+    @property
+    def hashes(self) -> list[str]:
+        return [j.cell.hash for j in self.jobs]
+
+    @property
+    def device(self) -> str:
+        return self.jobs[0].cell.config.device
+
+
+def group_jobs(jobs: list[CellJob]) -> list[CellJob | SeedGroupJob]:
+    """Jobs of cells that differ only in the seed, grouped when their algorithm can be vectorized; the order
+    of first appearance is kept. Other jobs stay single."""
+    groups: dict[str, list[CellJob]] = {}
+    for job in jobs:
+        key = json.dumps({**job.cell.config.resolved(), "seed": None}, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(job)
+    out: list[CellJob | SeedGroupJob] = []
+    for members in groups.values():
+        if len(members) > 1 and _vectorizable(members[0]):
+            out.append(SeedGroupJob(tuple(members)))
+        else:
+            out += members
+    return out
+
+
+def _vectorizable(job: CellJob) -> bool:
+    try:
+        check_vectorizable_config(job.cell.config)
+    except Exception:
+        return False
+    return True
+
+
+def execute_seed_group(group: SeedGroupJob, report: GroupReport) -> dict[str, dict[str, Any]]:
+    """Train the group's cells that nobody else holds and that are not finished; the outcome of every cell
+    of the group, by cell hash (as `execute_cell` gives for one)."""
+    outcomes: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as held:
+        ready: list[tuple[CellJob, str | None]] = []
+        for job in group.jobs:
+            h = job.cell.hash
+            lock = CellLock(Path(job.cell_dir) / LOCK_FILE)
+            if not lock.acquire():
+                outcomes[h] = {"status": ELSEWHERE, "detail": f"locked by {lock.holder()}"}
+                continue
+            held.callback(lock.release)
+            try:
+                outcome, run_id = prepare_cell(job, _for_cell(report, h))
+            except Exception as exc:
+                outcomes[h] = {"status": FAILED, "error": one_line(exc)}
+                continue
+            if outcome is not None:
+                outcomes[h] = outcome
+            else:
+                ready.append((job, run_id))
+        if len(ready) > 1:
+            try:
+                outcomes.update(_train_together(ready, report))
+                return outcomes
+            except SeedsOutOfStep:
+                pass  # their runs were marked FAILED; launching each one continues it
+        for job, run_id in ready:
+            outcomes[job.cell.hash] = _train_alone(job, run_id, report)
+    return outcomes
+
+
+def _train_together(ready: list[tuple[CellJob, str | None]], report: GroupReport) -> dict[str, dict[str, Any]]:
+    jobs = [j for j, _ in ready]
+    first = jobs[0]
+    try:
+        results = launch_vectorized(
+            [j.cell.config for j in jobs], first.matrix, [Path(j.cell_dir) for j in jobs], first.tracking_uri,
+            tags=[cell_tags(j) for j in jobs],
+            progress=[(lambda info, h=j.cell.hash: report("progress", info, h)) for j in jobs],
+            run_ids=[run_id for _, run_id in ready],
+        )
+    except SeedsOutOfStep:
+        raise
+    except Exception as exc:  # launch_vectorized has marked every seed's run FAILED with the reason
+        return {j.cell.hash: {"status": FAILED, "error": one_line(exc), "run_id": run_id} for j, run_id in ready}
+    return {j.cell.hash: finished_outcome(r) for j, r in zip(jobs, results, strict=True)}
+
+
+def _train_alone(job: CellJob, run_id: str | None, report: GroupReport) -> dict[str, Any]:
+    h = job.cell.hash
+    try:
+        result = launch(job.cell.config, job.matrix, Path(job.cell_dir), job.tracking_uri, tags=cell_tags(job),
+                        progress=lambda info: report("progress", info, h), run_id=run_id)
+    except Exception as exc:
+        return {"status": FAILED, "error": one_line(exc), "run_id": run_id}
+    return finished_outcome(result)
+
+
+def _for_cell(report: GroupReport, cell_hash: str) -> Callable[[str, dict[str, Any]], None]:
+    return lambda kind, payload: report(kind, payload, cell_hash)
