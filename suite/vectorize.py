@@ -82,8 +82,8 @@ class SeedVectorizedStep:
             for k, b in bufs.items():
                 b.data = self.buffers[k][i]
         self.trainable = [k for k in names if named[0][k].requires_grad]
+        self._shared: set[str] = set()  # parameters whose moments the seeds' optimisers already view
         self.optim = self._stacked_optimizer(named[0])
-        self._shared_state = False
         self._grad = torch.func.vmap(torch.func.grad(self._loss, has_aux=True), randomness="error")
 
     def _stacked_optimizer(self, first: dict[str, nn.Parameter]) -> torch.optim.Optimizer:
@@ -118,17 +118,19 @@ class SeedVectorizedStep:
                 "step": states[0]["step"].clone(),
                 **{m: torch.stack([s[m] for s in states]) for m in states[0] if m != "step"},
             }
-        if stacked.state:
-            self._share_moments(stacked)
+        self._share_moments(stacked)
 
     def _share_moments(self, stacked: torch.optim.Optimizer) -> None:
         """Seed i's optimiser state becomes views of slice i (Adam updates its moments in place), so a seed's
-        checkpoint saves its own moments and resumes as a separate run would."""
+        checkpoint saves its own moments and resumes as a separate run would. Moments appear at a parameter's
+        first step; each is shared once."""
         for key, optims, params in self._pairs:
-            state = stacked.state[self.params[key]]
+            state = stacked.state.get(self.params[key])
+            if key in self._shared or not state:
+                continue
             for i, (o, p) in enumerate(zip(optims, params, strict=True)):
                 o.state[p] = {m: (t if m == "step" else t[i]) for m, t in state.items()}
-        self._shared_state = True
+            self._shared.add(key)
 
     def _loss(
         self, trainable: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor],
@@ -156,7 +158,7 @@ class SeedVectorizedStep:
             self.params[k].grad = g
         self.optim.step()
         self.optim.zero_grad(set_to_none=True)
-        if not self._shared_state:
+        if len(self._shared) < len(self._pairs):
             self._share_moments(self.optim)
         for algo in self.algos:
             algo.after_step()
