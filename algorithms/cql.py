@@ -17,11 +17,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from suite.algorithm import ActorPenalty, Algorithm, Batch, check_common_params, register, with_actor_penalty
+from suite.algorithm import (
+    ActorPenalty,
+    Batch,
+    SummedLossAlgorithm,
+    check_common_params,
+    register,
+    with_actor_penalty,
+)
 from suite.errors import UserError
 from suite.losses import critic_regression, importance_sampled_logsumexp, soft_td_target, temperature_loss
 from suite.nets import CriticEnsemble, TanhGaussianPolicy, call_detached, orthogonal_init_, soft_update_
-from suite.optim import adam, gradient_step
+from suite.optim import adam
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ def _repeat_rows(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @register("cql")
-class CQL(Algorithm):
+class CQL(SummedLossAlgorithm):
     Config = CQLConfig
 
     def __init__(
@@ -253,6 +260,11 @@ class CQL(Algorithm):
         actor_penalty: ActorPenalty | None = None,
         noise: Noise | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Actor, temperature, critic and Lagrange losses summed. CORL steps log α, then the actor, then α' and
+        the critics, but every loss is built from the pre-update networks (its graphs exist before the first
+        step) and the cross terms are held fixed (α in the actor loss, the critics in the actor loss, α' in the
+        critic loss, the gap in the α' loss). The losses therefore touch disjoint parameters and one backward
+        + one fused step is exact."""
         actor_loss, log_pi = self.actor_loss(batch, noise)
         alpha_loss = self.temperature_loss(log_pi)
         critic_loss, parts = self.critic_loss(batch, critic_weight, noise)
@@ -271,25 +283,6 @@ class CQL(Algorithm):
         # Targets follow every update (CORL `target_update_period: 1`).
         soft_update_(self.critic_target, self.critic, self.cfg.tau)
         self.updates += 1
-
-    def update(
-        self,
-        batch: Batch,
-        critic_weight: torch.Tensor | None = None,
-        actor_penalty: ActorPenalty | None = None,
-    ) -> dict[str, torch.Tensor]:
-        total, metrics = self.loss(batch, critic_weight, actor_penalty, self.draw_noise(batch))
-        # CORL steps log α, then the actor, then α' and the critics, but every loss is built from the
-        # pre-update networks (its graphs exist before the first step) and the cross terms are held fixed
-        # (α in the actor loss, the critics in the actor loss, α' in the critic loss, the gap in the α' loss).
-        # The losses therefore touch disjoint parameters and one backward + one fused step is exact.
-        gradient_step(self.optim, total)
-        self.after_step()
-        return {k: v.detach() for k, v in metrics.items()}
-
-    @property
-    def vectorizable(self) -> bool:
-        return True
 
     def modules(self) -> dict:
         return {

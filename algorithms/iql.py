@@ -13,11 +13,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from suite.algorithm import ActorPenalty, Algorithm, Batch, check_common_params, register, with_actor_penalty
+from suite.algorithm import (
+    ActorPenalty,
+    Batch,
+    SummedLossAlgorithm,
+    check_common_params,
+    register,
+    with_actor_penalty,
+)
 from suite.errors import UserError
 from suite.losses import advantage_weights, critic_regression, expectile_loss, td_target
 from suite.nets import CriticEnsemble, GaussianPolicy, ValueNet, soft_update_
-from suite.optim import adam, gradient_step
+from suite.optim import adam
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class IQLConfig:
 
 
 @register("iql")
-class IQL(Algorithm):
+class IQL(SummedLossAlgorithm):
     Config = IQLConfig
 
     def __init__(self, cfg: IQLConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu") -> None:
@@ -101,6 +108,9 @@ class IQL(Algorithm):
         actor_penalty: ActorPenalty | None = None,
         noise: dict[str, torch.Tensor] | None = None,  # IQL's update draws no random numbers
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """V, Q and π losses summed. They touch disjoint parameters and every cross term is detached (the
+        reference code's V, Q, π steps all read the pre-update networks), so one backward + one fused step
+        is exact."""
         value_loss, target_q, v = self.value_loss(batch)
         critic_loss, q = self.critic_loss(batch, critic_weight)
         actor_loss = self.actor_loss(batch, target_q - v)
@@ -112,19 +122,6 @@ class IQL(Algorithm):
 
     def after_step(self) -> None:
         soft_update_(self.critic_target, self.critic, self.cfg.tau)
-
-    def update(
-        self,
-        batch: Batch,
-        critic_weight: torch.Tensor | None = None,
-        actor_penalty: ActorPenalty | None = None,
-    ) -> dict[str, torch.Tensor]:
-        total, metrics = self.loss(batch, critic_weight, actor_penalty)
-        # The three losses touch disjoint parameters and every cross term is detached (the reference code's
-        # V, Q, π steps all read the pre-update networks), so one backward + one fused step is exact.
-        gradient_step(self.optim, total)
-        self.after_step()
-        return {k: t.detach() for k, t in metrics.items()}
 
     @property
     def vectorizable(self) -> bool:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from suite.errors import UserError
+from suite.optim import gradient_step
 
 
 class Batch(NamedTuple):
@@ -123,6 +124,30 @@ class Algorithm(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, m in self.modules().items():
             m.load_state_dict(state[name])
+
+
+class SummedLossAlgorithm(Algorithm):
+    """An algorithm whose update is one summed loss over disjoint parameter groups, one step of `self.optim`,
+    then `after_step()` (IQL, CQL): the shared `update`, and seed vectorisation (suite.vectorize) for free.
+    Subclasses implement `loss` and, as needed, `draw_noise` and `after_step`; each says in `loss` why one
+    backward over the summed losses equals the paper's separate steps."""
+
+    optim: torch.optim.Optimizer
+
+    def update(
+        self,
+        batch: Batch,
+        critic_weight: torch.Tensor | None = None,
+        actor_penalty: ActorPenalty | None = None,
+    ) -> dict[str, torch.Tensor]:
+        total, metrics = self.loss(batch, critic_weight, actor_penalty, self.draw_noise(batch))
+        gradient_step(self.optim, total)
+        self.after_step()
+        return {k: v.detach() for k, v in metrics.items()}
+
+    @property
+    def vectorizable(self) -> bool:
+        return True
 
 
 def with_actor_penalty(

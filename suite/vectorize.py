@@ -179,8 +179,7 @@ class _RngSlot:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.device = device
-        self.state: tuple[torch.Tensor, torch.Tensor | None] | None = None
-        self._outer: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self.state: tuple[torch.Tensor, torch.Tensor | None] | None = None  # None: not entered yet
 
     def _get(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.cuda else None
