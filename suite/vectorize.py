@@ -82,6 +82,8 @@ class SeedVectorizedStep:
             for k, b in bufs.items():
                 b.data = self.buffers[k][i]
         self.trainable = [k for k in names if named[0][k].requires_grad]
+        self._trainable = {k: self.params[k] for k in self.trainable}  # what vmap differentiates
+        self._frozen = {k: t for k, t in self.params.items() if k not in self._trainable}  # targets, frozen nets
         self._shared: set[str] = set()  # parameters whose moments the seeds' optimisers already view
         self.optim = self._stacked_optimizer(named[0])
         self._grad = torch.func.vmap(torch.func.grad(self._loss, has_aux=True), randomness="error")
@@ -150,10 +152,8 @@ class SeedVectorizedStep:
         if any(b.weight is not None or b.index is not None for b in batches):
             raise ValueError("prioritized batches are not vectorized")
         parts = tuple(torch.stack(field) for field in zip(*(b[:5] for b in batches), strict=True))
-        trainable = {k: self.params[k] for k in self.trainable}
-        frozen = {k: t for k, t in self.params.items() if k not in trainable}
         noise = {k: torch.stack([n[k] for n in noises]) for k in noises[0]}
-        grads, metrics = self._grad(trainable, frozen, self.buffers, parts, noise)
+        grads, metrics = self._grad(self._trainable, self._frozen, self.buffers, parts, noise)
         for k, g in grads.items():
             self.params[k].grad = g
         self.optim.step()
