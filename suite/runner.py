@@ -127,14 +127,17 @@ def execute_cell(job: CellJob, report: Report) -> dict[str, Any]:
         if not acquired:
             return {"status": ELSEWHERE, "detail": f"locked by {lock.holder()}"}
         outcome, run_id = prepare_cell(job, report)
-        if outcome is not None:
-            return outcome
-        try:
-            result = launch(job.cell.config, job.matrix, Path(job.cell_dir), job.tracking_uri,
-                            tags=cell_tags(job), progress=lambda info: report("progress", info), run_id=run_id)
-        except Exception as exc:  # launch() has already marked the run FAILED with the full reason
-            return {"status": FAILED, "error": one_line(exc), "run_id": run_id}
-        return finished_outcome(result)
+        return outcome if outcome is not None else train_cell(job, run_id, report)
+
+
+def train_cell(job: CellJob, run_id: str | None, report: Report) -> dict[str, Any]:
+    """With the cell's lock held and `prepare_cell` done: train it alone; training errors become FAILED."""
+    try:
+        result = launch(job.cell.config, job.matrix, Path(job.cell_dir), job.tracking_uri,
+                        tags=cell_tags(job), progress=lambda info: report("progress", info), run_id=run_id)
+    except Exception as exc:  # launch() has already marked the run FAILED with the full reason
+        return {"status": FAILED, "error": one_line(exc), "run_id": run_id}
+    return finished_outcome(result)
 
 
 def prepare_cell(job: CellJob, report: Report) -> tuple[dict[str, Any] | None, str | None]:

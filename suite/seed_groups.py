@@ -16,9 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from suite.launch import launch, launch_vectorized
+from suite.launch import launch_vectorized
 from suite.progress import ELSEWHERE, FAILED
-from suite.runner import LOCK_FILE, CellJob, CellLock, cell_tags, finished_outcome, one_line, prepare_cell
+from suite.runner import (
+    LOCK_FILE,
+    CellJob,
+    CellLock,
+    cell_tags,
+    finished_outcome,
+    one_line,
+    prepare_cell,
+    train_cell,
+)
 from suite.vectorize import SeedsOutOfStep, check_vectorizable_config
 
 # report(kind, payload, cell_hash)
@@ -93,7 +102,7 @@ def execute_seed_group(group: SeedGroupJob, report: GroupReport) -> dict[str, di
             except SeedsOutOfStep:
                 pass  # their runs were marked FAILED; launching each one continues it
         for job, run_id in ready:
-            outcomes[job.cell.hash] = _train_alone(job, run_id, report)
+            outcomes[job.cell.hash] = train_cell(job, run_id, _for_cell(report, job.cell.hash))
     return outcomes
 
 
@@ -112,16 +121,6 @@ def _train_together(ready: list[tuple[CellJob, str | None]], report: GroupReport
     except Exception as exc:  # launch_vectorized has marked every seed's run FAILED with the reason
         return {j.cell.hash: {"status": FAILED, "error": one_line(exc), "run_id": run_id} for j, run_id in ready}
     return {j.cell.hash: finished_outcome(r) for j, r in zip(jobs, results, strict=True)}
-
-
-def _train_alone(job: CellJob, run_id: str | None, report: GroupReport) -> dict[str, Any]:
-    h = job.cell.hash
-    try:
-        result = launch(job.cell.config, job.matrix, Path(job.cell_dir), job.tracking_uri, tags=cell_tags(job),
-                        progress=lambda info: report("progress", info, h), run_id=run_id)
-    except Exception as exc:
-        return {"status": FAILED, "error": one_line(exc), "run_id": run_id}
-    return finished_outcome(result)
 
 
 def _for_cell(report: GroupReport, cell_hash: str) -> Callable[[str, dict[str, Any]], None]:
