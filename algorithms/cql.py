@@ -20,8 +20,10 @@ from torch import nn
 from suite.algorithm import (
     ActorPenalty,
     Batch,
+    Noise,
     SummedLossAlgorithm,
     check_common_params,
+    noise_for,
     register,
     with_actor_penalty,
 )
@@ -77,13 +79,6 @@ class CQLConfig:
             raise UserError(f"cql_n_actions must be a positive integer, got {self.cql_n_actions}")
         if self.cql_temp <= 0:
             raise UserError(f"cql_temp must be > 0, got {self.cql_temp}")
-
-
-Noise = dict[str, torch.Tensor]
-
-
-def _get(noise: Noise | None, key: str) -> torch.Tensor | None:
-    return None if noise is None else noise.get(key)  # missing: drawn where used
 
 
 def _repeat_rows(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -145,7 +140,7 @@ class CQL(SummedLossAlgorithm):
         """SAC policy loss E[α·log π(ã|s) − min_i Q_i(s, ã)], ã ~ π(·|s); during the first `bc_steps` updates
         the Q term is replaced by log π(a|s) of the dataset action (CORL). Gradients reach only the actor (α
         and the critics are held fixed). Returns (loss, log π(ã|s))."""
-        act, log_pi = self.actor.sample(batch.obs, _get(noise, "actor"))
+        act, log_pi = self.actor.sample(batch.obs, noise_for(noise, "actor"))
         alpha = self.alpha().detach()
         if self.updates < self.cfg.bc_steps:
             value = self.actor.log_prob(batch.obs, batch.act)
@@ -165,7 +160,7 @@ class CQL(SummedLossAlgorithm):
         `max_target_backup`), minus α·log π(a'|s') only with `backup_entropy`."""
         n = self.cfg.cql_n_actions if self.cfg.max_target_backup else 1
         next_obs = _repeat_rows(batch.next_obs, n)
-        next_act, next_log_pi = self.actor.sample(next_obs, _get(noise, "next"))
+        next_act, next_log_pi = self.actor.sample(next_obs, noise_for(noise, "next"))
         next_q = self.critic_target(next_obs, next_act)  # (n_critics, B·n)
         if n > 1:  # per state, the sample with the largest min_i Q̄_i (CORL `cql_max_target_backup`)
             min_q = next_q.min(0).values.view(-1, n)
@@ -181,13 +176,13 @@ class CQL(SummedLossAlgorithm):
         uniform on [-1, 1]^|A| (log density −|A|·log 2), ã ~ π(·|s) and ã ~ π(·|s'), all scored at s (as the
         authors' code and CORL do). Returns actions (B, K, |A|) and log densities (B, K)."""
         n, (b, a_dim) = self.cfg.cql_n_actions, batch.act.shape
-        uniform = _get(noise, "uniform")
+        uniform = noise_for(noise, "uniform")
         if uniform is None:
             uniform = torch.empty(b, n, a_dim, device=self.device).uniform_(-1.0, 1.0)
         uniform_log_density = torch.full((b, n), -a_dim * math.log(2.0), device=self.device)
         # One actor pass over the 2B states, n draws each (the same numbers as sampling n repeated rows).
         policy_act, policy_log_pi = self.actor.sample_n(torch.cat([batch.obs, batch.next_obs]), n,
-                                                        _get(noise, "proposals"))
+                                                        noise_for(noise, "proposals"))
         policy_act = policy_act.view(2, b, n, a_dim)
         policy_log_pi = policy_log_pi.view(2, b, n)
         actions = torch.cat([uniform, policy_act[0], policy_act[1]], dim=1)

@@ -35,6 +35,23 @@ class Batch(NamedTuple):
 
 # actor_penalty(obs, actor) -> per-sample penalty (B,) added to the actor loss (BAQ's behaviour consistency).
 ActorPenalty = Callable[[torch.Tensor, nn.Module], torch.Tensor]
+Noise = dict[str, torch.Tensor]
+# loss(batch, critic_weight, actor_penalty, noise) -> (loss, metrics): one optimiser step's objective.
+LossFn = Callable[[Batch, "torch.Tensor | None", "ActorPenalty | None", "Noise | None"],
+                  tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def noise_for(noise: Noise | None, key: str) -> torch.Tensor | None:
+    """The pre-drawn random numbers `key` of `draw_noise`, or None (the caller then draws them where used)."""
+    return None if noise is None else noise.get(key)
+
+
+class LossStep(NamedTuple):
+    """One optimiser step of an update: minimise `loss` with `optim` (which holds exactly the parameters the
+    step trains). Steps run in order, so a later loss sees the parameters an earlier step has just changed."""
+
+    loss: LossFn
+    optim: torch.optim.Optimizer
 
 
 class Algorithm(ABC):
@@ -66,26 +83,20 @@ class Algorithm(ABC):
     ) -> dict[str, torch.Tensor]: ...
 
     # --- optional: seed vectorisation (suite.vectorize) ----------------------------------------------------
-    # An algorithm whose update is "draw_noise, one summed loss, one step of `self.optim` (every trainable
-    # parameter), then `after_step()`" can train N seeds as one batched network: the random numbers come from
-    # `draw_noise` (each seed's own RNG), never from inside `loss`.
+    # An algorithm whose update is "draw_noise, then one or more (loss, optimiser) steps in a fixed order, then
+    # `after_step()`" (`LossStepsAlgorithm`) can train N seeds as one batched network: the random numbers come
+    # from `draw_noise` (each seed's own RNG), never from inside a loss.
     @property
     def vectorizable(self) -> bool:
         return False
 
     def draw_noise(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Every random number `loss` needs for this batch (none by default)."""
+        """Every random number the update's losses need for this batch (none by default)."""
         return {}
 
-    def loss(
-        self,
-        batch: Batch,
-        critic_weight: torch.Tensor | None = None,
-        actor_penalty: ActorPenalty | None = None,
-        noise: dict[str, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The summed loss of one update and its metrics (vectorizable algorithms only)."""
-        raise NotImplementedError(f"{self.name} has no single summed loss")
+    def loss_steps(self) -> list[LossStep]:
+        """The update as optimiser steps, in order (vectorizable algorithms only)."""
+        raise NotImplementedError(f"{self.name} does not describe its update as loss steps")
 
     def after_step(self) -> None:
         """What follows the optimiser step (target-network updates)."""
@@ -126,13 +137,10 @@ class Algorithm(ABC):
             m.load_state_dict(state[name])
 
 
-class SummedLossAlgorithm(Algorithm):
-    """An algorithm whose update is one summed loss over disjoint parameter groups, one step of `self.optim`,
-    then `after_step()` (IQL, CQL): the shared `update`, and seed vectorisation (suite.vectorize) for free.
-    Subclasses implement `loss` and, as needed, `draw_noise` and `after_step`; each says in `loss` why one
-    backward over the summed losses equals the paper's separate steps."""
-
-    optim: torch.optim.Optimizer
+class LossStepsAlgorithm(Algorithm):
+    """An algorithm whose update is `draw_noise`, then its `loss_steps()` in order (one optimiser step each),
+    then `after_step()`: the shared `update`, and seed vectorisation (suite.vectorize) for free. Subclasses
+    implement `loss_steps` and, as needed, `draw_noise` and `after_step`."""
 
     def update(
         self,
@@ -140,14 +148,38 @@ class SummedLossAlgorithm(Algorithm):
         critic_weight: torch.Tensor | None = None,
         actor_penalty: ActorPenalty | None = None,
     ) -> dict[str, torch.Tensor]:
-        total, metrics = self.loss(batch, critic_weight, actor_penalty, self.draw_noise(batch))
-        gradient_step(self.optim, total)
+        noise = self.draw_noise(batch)
+        metrics: dict[str, torch.Tensor] = {}
+        for step in self.loss_steps():
+            total, step_metrics = step.loss(batch, critic_weight, actor_penalty, noise)
+            gradient_step(step.optim, total)
+            metrics.update(step_metrics)
         self.after_step()
         return {k: v.detach() for k, v in metrics.items()}
 
     @property
     def vectorizable(self) -> bool:
         return True
+
+
+class SummedLossAlgorithm(LossStepsAlgorithm):
+    """An update that is one summed loss over disjoint parameter groups and one step of `self.optim` (IQL,
+    CQL). Subclasses implement `loss` and say there why one backward over the summed losses equals the paper's
+    separate steps."""
+
+    optim: torch.optim.Optimizer
+
+    @abstractmethod
+    def loss(
+        self,
+        batch: Batch,
+        critic_weight: torch.Tensor | None = None,
+        actor_penalty: ActorPenalty | None = None,
+        noise: Noise | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def loss_steps(self) -> list[LossStep]:
+        return [LossStep(self.loss, self.optim)]
 
 
 def with_actor_penalty(

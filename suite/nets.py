@@ -123,9 +123,11 @@ class GaussianPolicy(nn.Module):
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs).clamp(-1.0, 1.0)
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised action clipped to the box, and the log-probability of the unclipped one. `noise`: the
+        standard normals (B, |A|) to use, drawn by the caller (default: drawn here, as `Normal.rsample` does)."""
         dist = self.distribution(obs)
-        act = dist.rsample()
+        act = dist.rsample() if noise is None else dist.loc + noise * dist.scale  # rsample's own formula
         return act.clamp(-1.0, 1.0), dist.log_prob(act).sum(-1)
 
 

@@ -3,19 +3,23 @@
 Each seed keeps its own `Algorithm` object, so its initialisation, replay buffer, env, RNG, checkpoint and MLflow
 run are exactly those of a separate run. Only the update is shared: every parameter and Adam moment of the N
 copies lives in one stacked tensor of shape (N, ...), each seed's parameters and moments are views of their
-slice, and one `torch.func.vmap` of the loss's gradient plus one fused Adam step update all N at once. On a GPU,
-where 2×256 networks leave the device idle, that turns N small kernels per layer into one.
+slice, and per optimiser step of the update one `torch.func.vmap` of the loss's gradient plus one fused Adam
+step update all N at once. On a GPU, where 2×256 networks leave the device idle, that turns N small kernels per
+layer into one.
 
-Requirements (`Algorithm.vectorizable`): the update is one summed loss (`loss`), one step of `self.optim` over
-every trainable parameter, then `after_step()`; and its random numbers come from `draw_noise`, drawn per seed
-from that seed's RNG before the batched step (vmap itself is told to refuse any draw, since a draw under vmap
-would share or split one stream and the result would no longer equal separate runs).
+Requirements (`Algorithm.vectorizable`, i.e. a `LossStepsAlgorithm`): the update is its `loss_steps()` in order
+(IQL and CQL: one summed loss; AWAC: the critic's step, then the actor's), each an optimiser over the
+parameters it trains, then `after_step()`; and its random numbers come from `draw_noise`, drawn per seed from
+that seed's RNG before the batched step (vmap itself is told to refuse any draw, since a draw under vmap would
+share or split one stream and the result would no longer equal separate runs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -37,10 +41,20 @@ class _LossModule(nn.Module):
         object.__setattr__(self, "algo", algo)  # not a submodule: its networks are already in `nets`
 
     def forward(
-        self, batch: Batch, noise: dict[str, torch.Tensor]
+        self, batch: Batch, noise: dict[str, torch.Tensor], step: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        total, metrics = self.algo.loss(batch, noise=noise)
+        total, metrics = self.algo.loss_steps()[step].loss(batch, None, None, noise)
         return total, {k: v.detach() for k, v in metrics.items()}
+
+
+class _StackedStep(NamedTuple):
+    """One of the update's optimiser steps for all seeds: the vmapped gradient of its loss with respect to
+    `trainable`, every other parameter held as `frozen`, and the stacked optimiser."""
+
+    grad: Callable
+    trainable: dict[str, torch.Tensor]
+    frozen: dict[str, torch.Tensor]
+    optim: torch.optim.Optimizer
 
 
 class SeedsOutOfStep(UserError):
@@ -51,7 +65,8 @@ def check_vectorizable(algo: Algorithm) -> None:
     if not algo.vectorizable:
         raise UserError(
             f"--vectorize-seeds is not available for algorithm {algo.name!r} with this config; accepted: "
-            "iql (without actor_dropout), cql (updates that are one summed loss, one optimiser step)"
+            "iql (without actor_dropout), cql, awac (updates made of loss steps whose random numbers are drawn "
+            "up front)"
         )
 
 
@@ -82,35 +97,39 @@ class SeedVectorizedStep:
             for k, b in bufs.items():
                 b.data = self.buffers[k][i]
         self.trainable = [k for k in names if named[0][k].requires_grad]
-        self._trainable = {k: self.params[k] for k in self.trainable}  # what vmap differentiates
-        self._frozen = {k: t for k, t in self.params.items() if k not in self._trainable}  # targets, frozen nets
+        # (name, the seeds' optimisers, the seeds' parameters, the stacked optimiser) per trained parameter
+        self._pairs: list[tuple[str, list[torch.optim.Optimizer], list[nn.Parameter], torch.optim.Optimizer]] = []
         self._shared: set[str] = set()  # parameters whose moments the seeds' optimisers already view
-        self.optim = self._stacked_optimizer(named[0])
-        self._grad = torch.func.vmap(torch.func.grad(self._loss, has_aux=True), randomness="error")
+        self.steps = [self._stacked_step(index, named[0]) for index in range(len(self.algos[0].loss_steps()))]
+        stepped = [k for step in self.steps for k in step.trainable]
+        if sorted(stepped) != sorted(self.trainable):
+            missing = sorted(set(self.trainable) - set(stepped))
+            raise ValueError(f"every trainable parameter needs exactly one optimiser; not so for {missing or stepped}")
+        self._load_seed_moments()
 
-    def _stacked_optimizer(self, first: dict[str, nn.Parameter]) -> torch.optim.Optimizer:
-        optim = self.algos[0].optim
+    def _stacked_step(self, index: int, first: dict[str, nn.Parameter]) -> _StackedStep:
+        """Step `index` of the update for all seeds: its stacked optimiser (same groups and settings as seed 0's)
+        and its vmapped gradient over the parameters that optimiser trains."""
+        optim = self.algos[0].loss_steps()[index].optim
+        seed_optims = [a.loss_steps()[index].optim for a in self.algos]
         name_of = {id(p): k for k, p in first.items()}
-        covered = {id(p) for g in optim.param_groups for p in g["params"]}
-        missing = [k for k in self.trainable if id(first[k]) not in covered]
-        if missing:
-            raise ValueError(f"parameters outside the optimiser: {missing}")
-        self._pairs: list[tuple[str, list[torch.optim.Optimizer], list[nn.Parameter]]] = []
-        groups = []
+        groups, pairs = [], []
         for g_index, group in enumerate(optim.param_groups):
             keys = [name_of[id(p)] for p in group["params"]]
             groups.append({**{k: v for k, v in group.items() if k != "params"},
                            "params": [self.params[k] for k in keys]})
             for j, key in enumerate(keys):
-                seed_params = [a.optim.param_groups[g_index]["params"][j] for a in self.algos]
-                self._pairs.append((key, [a.optim for a in self.algos], seed_params))
+                pairs.append((key, [o.param_groups[g_index]["params"][j] for o in seed_optims]))
         stacked = type(optim)(groups, **optim.defaults)
-        self._load_seed_moments(stacked)
-        return stacked
+        self._pairs += [(key, seed_optims, seed_params, stacked) for key, seed_params in pairs]
+        trainable = {key: self.params[key] for key, _ in pairs}
+        frozen = {k: t for k, t in self.params.items() if k not in trainable}
+        grad = torch.func.vmap(torch.func.grad(partial(self._loss, index), has_aux=True), randomness="error")
+        return _StackedStep(grad, trainable, frozen, stacked)
 
-    def _load_seed_moments(self, stacked: torch.optim.Optimizer) -> None:
-        """After a resume the seeds' optimisers hold their moments: stack them into the shared optimiser."""
-        for key, optims, params in self._pairs:
+    def _load_seed_moments(self) -> None:
+        """After a resume the seeds' optimisers hold their moments: stack them into the shared optimisers."""
+        for key, optims, params, stacked in self._pairs:
             states = [o.state.get(p) for o, p in zip(optims, params, strict=True)]
             if not any(states):
                 continue
@@ -120,13 +139,13 @@ class SeedVectorizedStep:
                 "step": states[0]["step"].clone(),
                 **{m: torch.stack([s[m] for s in states]) for m in states[0] if m != "step"},
             }
-        self._share_moments(stacked)
+        self._share_moments()
 
-    def _share_moments(self, stacked: torch.optim.Optimizer) -> None:
+    def _share_moments(self) -> None:
         """Seed i's optimiser state becomes views of slice i (Adam updates its moments in place), so a seed's
         checkpoint saves its own moments and resumes as a separate run would. Moments appear at a parameter's
         first step; each is shared once."""
-        for key, optims, params in self._pairs:
+        for key, optims, params, stacked in self._pairs:
             state = stacked.state.get(self.params[key])
             if key in self._shared or not state:
                 continue
@@ -135,10 +154,11 @@ class SeedVectorizedStep:
             self._shared.add(key)
 
     def _loss(
-        self, trainable: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor],
+        self, step: int, trainable: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor],
         buffers: dict[str, torch.Tensor], parts: tuple[torch.Tensor, ...], noise: dict[str, torch.Tensor],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return torch.func.functional_call(self._holder, ({**trainable, **frozen}, buffers), (Batch(*parts), noise))
+        return torch.func.functional_call(self._holder, ({**trainable, **frozen}, buffers),
+                                          (Batch(*parts), noise, step))
 
     def step(
         self, batches: Sequence[Batch], noises: Sequence[dict[str, torch.Tensor]] | None = None
@@ -153,13 +173,16 @@ class SeedVectorizedStep:
             raise ValueError("prioritized batches are not vectorized")
         parts = tuple(torch.stack(field) for field in zip(*(b[:5] for b in batches), strict=True))
         noise = {k: torch.stack([n[k] for n in noises]) for k in noises[0]}
-        grads, metrics = self._grad(self._trainable, self._frozen, self.buffers, parts, noise)
-        for k, g in grads.items():
-            self.params[k].grad = g
-        self.optim.step()
-        self.optim.zero_grad(set_to_none=True)
+        metrics: dict[str, torch.Tensor] = {}
+        for step in self.steps:  # in order: a later step's loss sees the parameters an earlier one changed
+            grads, step_metrics = step.grad(step.trainable, step.frozen, self.buffers, parts, noise)
+            for k, g in grads.items():
+                self.params[k].grad = g
+            step.optim.step()
+            step.optim.zero_grad(set_to_none=True)
+            metrics.update(step_metrics)
         if len(self._shared) < len(self._pairs):
-            self._share_moments(self.optim)
+            self._share_moments()
         for algo in self.algos:
             algo.after_step()
         return [{k: v[i] for k, v in metrics.items()} for i in range(len(self.algos))]

@@ -28,7 +28,7 @@ ACT_2 = np.array([[0.1, 0.2, -0.3], [0.9, -0.9, 0.4]], dtype=np.float32)
 PI_2 = np.array([[0.5, 0.5, 0.5], [-1.0, 0.2, 0.3]], dtype=np.float32)
 
 
-def fixed_policy_sample(obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fixed_policy_sample(obs: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(PI_2), torch.zeros(2)
 
 
@@ -53,7 +53,7 @@ def test_actor_loss_is_weighted_negative_log_likelihood(monkeypatch) -> None:
     algo = make_awac(awac_lambda=2.0, max_weight=1.5)
     adv = torch.tensor([0.4, -2.0, 3.0])
     log_prob = torch.tensor([-1.0, -0.5, -2.0])
-    monkeypatch.setattr(algo, "advantage", lambda batch: adv)
+    monkeypatch.setattr(algo, "advantage", lambda batch, noise=None: adv)
     monkeypatch.setattr(algo.actor, "log_prob", lambda obs, act: log_prob)
     loss, returned_adv = algo.actor_loss(make_batch(3))
     weights = [math.exp(0.2), math.exp(-1.0), 1.5]  # exp(1.5) clipped to 1.5
@@ -64,7 +64,8 @@ def test_actor_loss_is_weighted_negative_log_likelihood(monkeypatch) -> None:
 def test_td_target_has_no_entropy_term(monkeypatch) -> None:
     algo = make_awac(gamma=0.9)
     algo.critic_target = KnownQ()
-    monkeypatch.setattr(algo.actor, "sample", lambda obs: (torch.from_numpy(PI_2), torch.tensor([-5.0, 7.0])))
+    monkeypatch.setattr(algo.actor, "sample",
+                        lambda obs, noise=None: (torch.from_numpy(PI_2), torch.tensor([-5.0, 7.0])))
     batch = Batch(torch.zeros(2, OBS), torch.zeros(2, ACT), torch.tensor([1.0, -1.0]),
                   torch.from_numpy(OBS_2), torch.tensor([0.0, 1.0]))
     next_q = known_min_q(OBS_2, PI_2)

@@ -33,7 +33,7 @@ def test_console_script_is_installed() -> None:
         (["train", "--set", "expectile=high"], "parameter 'expectile' of algorithm 'iql' must be float"),
         (["train", "--dataset", "kaggle:foo"], "kaggle"),
         (["algos", "dqn"], "unknown algorithm 'dqn'"),
-        (["train", "--algo", "awac", "--vectorize-seeds", "2"], "not available for algorithm 'awac'"),
+        (["train", "--algo", "baq", "--vectorize-seeds", "2"], "not available for algorithm 'baq'"),
         (["train", "--vectorize-seeds", "1"], "--vectorize-seeds must be >= 2, got 1"),
     ],
 )

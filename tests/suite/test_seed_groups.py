@@ -20,7 +20,7 @@ from tests.suite.test_train import deterministic_metrics
 BUDGET = SHORT_BUDGET.replace("checkpoint_interval = 20", "checkpoint_interval = 10")
 
 
-def matrix_file(path: Path, dataset_id: str, algorithms: str = '["iql", "awac"]', seeds: str = "[0, 1]") -> Path:
+def matrix_file(path: Path, dataset_id: str, algorithms: str = '["iql", "baq"]', seeds: str = "[0, 1]") -> Path:
     path.write_text(f'name = "{path.stem}"\nalgorithms = {algorithms}\ndatasets = ["{dataset_id}"]\n'
                     f"seeds = {seeds}\n{BUDGET}")
     return path
@@ -33,18 +33,18 @@ def jobs_of(matrix_path: Path, root: Path) -> list[CellJob]:
 
 
 def test_group_jobs_groups_seeds_of_vectorizable_cells(tiny_dataset_id: str, tmp_path: Path) -> None:
-    path = matrix_file(tmp_path / "groups.toml", tiny_dataset_id, '["iql", "awac"]', "[0, 1, 2]")
+    path = matrix_file(tmp_path / "groups.toml", tiny_dataset_id, '["iql", "baq"]', "[0, 1, 2]")
     jobs = jobs_of(path, tmp_path)
     grouped = group_jobs(jobs)
     groups = [g for g in grouped if isinstance(g, SeedGroupJob)]
     singles = [g for g in grouped if isinstance(g, CellJob)]
     assert len(groups) == 1 and [j.cell.seed for j in groups[0].jobs] == [0, 1, 2]
     assert {j.cell.algo for j in groups[0].jobs} == {"iql"}
-    assert sorted((j.cell.algo, j.cell.seed) for j in singles) == [("awac", 0), ("awac", 1), ("awac", 2)]
+    assert sorted((j.cell.algo, j.cell.seed) for j in singles) == [("baq", 0), ("baq", 1), ("baq", 2)]
 
 
 def test_run_matrix_vectorized_records_each_cell_like_a_separate_run(tiny_dataset_id: str, tmp_path: Path) -> None:
-    path = matrix_file(tmp_path / "vec.toml", tiny_dataset_id, '["iql", "awac"]', "[0, 1]")
+    path = matrix_file(tmp_path / "vec.toml", tiny_dataset_id, '["iql", "baq"]', "[0, 1]")
     results, uri = store(tmp_path)
     code = run_matrix(load_matrix(path), workers=1, results_dir=results, tracking_uri=uri, live=False,
                       vectorize_seeds=True)

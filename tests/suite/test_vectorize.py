@@ -60,35 +60,43 @@ def test_vectorized_step_equals_separate_updates() -> None:
     assert not torch.allclose(together[0].value.net[0].weight, together[1].value.net[0].weight)
 
 
-def test_vectorized_cql_takes_each_seeds_own_random_draws() -> None:
-    """CQL samples actions in its update: each seed's draws (`draw_noise`, from its own RNG stream) go into
-    the batched step, so the result equals separate runs; Lagrange, max-backup and BC warm-up included."""
-    params = {"max_target_backup": True, "cql_lagrange": True, "bc_steps": 3}
+@pytest.mark.parametrize(("name", "params", "networks"), [
+    # CQL with Lagrange, max-backup and BC warm-up: one summed loss with four kinds of draws.
+    ("cql", {"max_target_backup": True, "cql_lagrange": True, "bc_steps": 3},
+     ("critic", "critic_target", "actor", "temperatures")),
+    # AWAC: two optimiser steps, the actor's loss reading the critic its own step has just changed.
+    ("awac", {}, ("critic", "critic_target", "actor")),
+])
+def test_vectorized_step_takes_each_seeds_own_random_draws(name: str, params: dict, networks: tuple) -> None:
+    """CQL and AWAC sample actions in their updates: each seed's draws (`draw_noise`, from its own RNG stream)
+    go into the batched step, so the result equals separate runs."""
     seeds, steps = [0, 1], 8
 
-    def cql(seed: int):
+    def make(seed: int):
         torch.manual_seed(seed)
-        return get_algorithm("cql")(make_config("cql", params), 5, 2)
+        return get_algorithm(name)(make_config(name, params), 5, 2)
 
     data = [_batches(s, steps) for s in seeds]
-    separate, separate_metrics = [cql(s) for s in seeds], []
+    separate, separate_metrics = [make(s) for s in seeds], []
     for i, algo in enumerate(separate):
         torch.manual_seed(1000 + i)  # the seed's own stream, as in a separate process
         separate_metrics.append([algo.update(b) for b in data[i]])
-    together, noises = [cql(s) for s in seeds], []
+    together, noises = [make(s) for s in seeds], []
     for i, algo in enumerate(together):
         torch.manual_seed(1000 + i)
         noises.append([algo.draw_noise(b) for b in data[i]])
     step = SeedVectorizedStep(together)
+    assert len(step.steps) == len(together[0].loss_steps()) == (2 if name == "awac" else 1)
     together_metrics = [step.step([data[i][t] for i in range(2)], [noises[i][t] for i in range(2)])
                         for t in range(steps)]
     for i in range(2):
-        assert together[i].updates == separate[i].updates == steps
-        for name in ("critic", "critic_target", "actor", "temperatures"):
-            for p, q in zip(getattr(separate[i], name).parameters(), getattr(together[i], name).parameters(),
+        assert getattr(together[i], "updates", steps) == getattr(separate[i], "updates", steps) == steps
+        for net in networks:
+            for p, q in zip(getattr(separate[i], net).parameters(), getattr(together[i], net).parameters(),
                             strict=True):
                 torch.testing.assert_close(q, p, rtol=RTOL, atol=1e-4)
         for t in range(steps):
+            assert together_metrics[t][i].keys() == separate_metrics[i][t].keys()
             for k, v in separate_metrics[i][t].items():
                 torch.testing.assert_close(together_metrics[t][i][k], v, rtol=RTOL, atol=ATOL)
     # A draw inside the batched step would not be any seed's own: vmap is told to refuse it.
@@ -131,8 +139,9 @@ def test_training_vectorized_equals_separate_runs(tiny_dataset_id: str, tmp_path
         "train/critic_loss"]
 
 
-def test_training_vectorized_cql_equals_separate_runs(tiny_dataset_id: str) -> None:
-    cfgs = [tiny_cfg(tiny_dataset_id, algo="cql", seed=s, offline_steps=20, online_steps=20, eval_interval=20,
+@pytest.mark.parametrize(("algo", "metric"), [("cql", "train/cql_gap"), ("awac", "train/adv_mean")])
+def test_training_vectorized_cql_awac_equal_separate_runs(tiny_dataset_id: str, algo: str, metric: str) -> None:
+    cfgs = [tiny_cfg(tiny_dataset_id, algo=algo, seed=s, offline_steps=20, online_steps=20, eval_interval=20,
                      log_interval=10, batch_size=16) for s in (0, 1)]
     separate = [MemorySink(), MemorySink()]
     for c, sink in zip(cfgs, separate, strict=True):
@@ -141,7 +150,7 @@ def test_training_vectorized_cql_equals_separate_runs(tiny_dataset_id: str) -> N
     train_vectorized(cfgs, together, [None, None])
     for i in range(2):
         ref, got = deterministic_metrics(separate[i]), deterministic_metrics(together[i])
-        assert got.keys() == ref.keys() and "train/cql_gap" in got
+        assert got.keys() == ref.keys() and metric in got
         for key, history in ref.items():
             for s, v in history.items():
                 assert got[key][s] == pytest.approx(v, rel=1e-3, abs=1e-3), (key, s)
@@ -178,9 +187,8 @@ def test_vectorized_resume_continues_each_seed(tiny_dataset_id: str, tmp_path: P
 
 def test_vectorize_rejects_what_it_cannot_do(tiny_dataset_id: str) -> None:
     cfg = tiny_cfg(tiny_dataset_id)
-    for algo in ("awac", "baq"):
-        with pytest.raises(UserError, match=f"algorithm '{algo}'.*accepted: iql"):
-            check_vectorizable_config(dataclasses.replace(cfg, algo=algo))
+    with pytest.raises(UserError, match="algorithm 'baq'.*accepted: iql .*, cql, awac"):
+        check_vectorizable_config(dataclasses.replace(cfg, algo="baq"))
     with pytest.raises(UserError, match="accepted: iql"):
         check_vectorizable_config(dataclasses.replace(cfg, algo_params={"actor_dropout": 0.1}))
     with pytest.raises(UserError, match="--vectorize-seeds and --compile cannot be combined"):
