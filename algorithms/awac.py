@@ -16,9 +16,9 @@ import torch
 from suite.algorithm import (
     ActorPenalty,
     Batch,
+    Inputs,
     LossStep,
     LossStepsAlgorithm,
-    Noise,
     check_common_params,
     noise_for,
     register,
@@ -72,14 +72,14 @@ class AWAC(LossStepsAlgorithm):
 
     # --- losses: public so that BAQ can reuse them ----------------------------------------------------------
     @torch.no_grad()
-    def td_target(self, batch: Batch, noise: Noise | None = None) -> torch.Tensor:
+    def td_target(self, batch: Batch, noise: Inputs | None = None) -> torch.Tensor:
         """r + γ(1−d)·min_i Q̄_i(s', a'), a' ~ π(·|s') clipped to the box; no entropy term (CORL)."""
         next_act, _ = self.actor.sample(batch.next_obs, noise_for(noise, "next"))
         next_q = self.critic_target(batch.next_obs, next_act)
         return soft_td_target(batch.rew, batch.done, next_q, self.cfg.gamma)
 
     def critic_loss(
-        self, batch: Batch, critic_weight: torch.Tensor | None = None, noise: Noise | None = None
+        self, batch: Batch, critic_weight: torch.Tensor | None = None, noise: Inputs | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """TD regression of every Q_i, optionally weighted per sample. Returns (loss, Q (n, B))."""
         target = self.td_target(batch, noise)
@@ -87,7 +87,7 @@ class AWAC(LossStepsAlgorithm):
         return critic_regression(q, target, critic_weight), q
 
     @torch.no_grad()
-    def advantage(self, batch: Batch, noise: Noise | None = None) -> torch.Tensor:
+    def advantage(self, batch: Batch, noise: Inputs | None = None) -> torch.Tensor:
         """A(s, a) = min_i Q_i(s, a) − min_i Q_i(s, ã) with one ã ~ π(·|s) (CORL's single-sample V(s))."""
         pi_act, _ = self.actor.sample(batch.obs, noise_for(noise, "actor"))
         b = batch.obs.shape[0]
@@ -99,14 +99,14 @@ class AWAC(LossStepsAlgorithm):
         """exp(A/λ) clipped at `max_weight`."""
         return advantage_weights(adv, 1.0 / self.cfg.awac_lambda, self.cfg.max_weight)
 
-    def actor_loss(self, batch: Batch, noise: Noise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def actor_loss(self, batch: Batch, noise: Inputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """−E[exp(A/λ)·log π(a|s)] over dataset actions, weights held fixed. Returns (loss, A)."""
         adv = self.advantage(batch, noise)
         loss = -(self.weights(adv) * self.actor.log_prob(batch.obs, batch.act)).mean()
         return loss, adv
 
     # --- the update: critic step, then actor step ------------------------------------------------------------
-    def draw_noise(self, batch: Batch) -> Noise:
+    def update_inputs(self, batch: Batch) -> Inputs:
         """The update's two draws, in the order the losses make them: a' ~ π(·|s') for the TD target, then
         ã ~ π(·|s) for the advantage baseline (the draws do not depend on the networks, so drawing both before
         the critic step gives a separate run's numbers)."""
@@ -115,23 +115,23 @@ class AWAC(LossStepsAlgorithm):
 
     def critic_step(
         self, batch: Batch, critic_weight: torch.Tensor | None = None, actor_penalty: ActorPenalty | None = None,
-        noise: Noise | None = None,
+        inputs: Inputs | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        critic_loss, q = self.critic_loss(batch, critic_weight, noise)
+        critic_loss, q = self.critic_loss(batch, critic_weight, inputs)
         return critic_loss, {"critic_loss": critic_loss, "q_mean": q.mean()}
 
     def actor_step(
         self, batch: Batch, critic_weight: torch.Tensor | None = None, actor_penalty: ActorPenalty | None = None,
-        noise: Noise | None = None,
+        inputs: Inputs | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        actor_loss, adv = self.actor_loss(batch, noise)
+        actor_loss, adv = self.actor_loss(batch, inputs)
         metrics = {"actor_loss": actor_loss, "adv_mean": adv.mean()}
         return with_actor_penalty(actor_loss, batch, self.actor, actor_penalty, metrics), metrics
 
     def loss_steps(self) -> list[LossStep]:
         # CORL's order: the critic steps first, then the actor loss is computed with the *updated* critic, so
         # the two steps cannot be fused into one without changing the algorithm.
-        return [LossStep(self.critic_step, self.critic_optim), LossStep(self.actor_step, self.actor_optim)]
+        return [LossStep(self.critic_step, (self.critic_optim,)), LossStep(self.actor_step, (self.actor_optim,))]
 
     def after_step(self) -> None:
         soft_update_(self.critic_target, self.critic, self.cfg.tau)

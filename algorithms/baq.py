@@ -6,7 +6,8 @@ out-of-distribution pairs, (ii) a behaviour-consistency term λ_t·‖π(s) − 
 (iii) BC-divergence prioritized replay. κ_t and λ_t relax with a schedule σ(t) (suite.schedules).
 
 The paper gives these ideas in words only; every formula and default here is ours and documented in
-docs/baq.md. BAQ never copies its base: it calls `base.update(batch, critic_weight=…, actor_penalty=…)`.
+docs/baq.md. BAQ never copies its base: its update is the base's own loss step,
+`base.loss(batch, critic_weight=…, actor_penalty=…)`, reweighted and penalised.
 With κ₀ = λ₀ = 0 and priority "none" it reproduces the base algorithm number for number.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +26,11 @@ from torch import nn
 
 from suite.algorithm import (
     ActorPenalty,
-    Algorithm,
     Batch,
+    Inputs,
+    LossFn,
+    LossStep,
+    LossStepsAlgorithm,
     check_common_params,
     get_algorithm,
     make_config,
@@ -33,7 +38,7 @@ from suite.algorithm import (
 )
 from suite.errors import UserError
 from suite.nets import CriticEnsemble, GaussianPolicy
-from suite.optim import adam, gradient_step
+from suite.optim import adam
 from suite.priority import PrioritizedSampler
 from suite.schedules import SCHEDULES, Relaxation
 
@@ -129,7 +134,7 @@ def _evaluating(module: nn.Module) -> Iterator[nn.Module]:
 
 
 @register("baq")
-class BAQ(Algorithm):
+class BAQ(LossStepsAlgorithm):
     Config = BAQConfig
 
     def __init__(
@@ -207,12 +212,6 @@ class BAQ(Algorithm):
         """d(s,a) / mean offline d: the score of prioritized replay and of the online critic weights."""
         return self.behavior_stats(obs, act)["divergence"] / self.divergence_scale
 
-    def _fit_behavior(self, nll: torch.Tensor) -> torch.Tensor:
-        """One maximum-likelihood step on −E log π_β(a|s) over the batch."""
-        loss = nll.mean()
-        gradient_step(self.behavior_optim, loss)
-        return loss.detach()
-
     def _freeze_behavior(self) -> None:
         if self.behavior is not None:
             self.frozen = self.behavior.eval().requires_grad_(False)
@@ -271,22 +270,52 @@ class BAQ(Algorithm):
         """U = mean over the batch of the std (population, over the ensemble) of Q_i(s, a)."""
         return self.base.critic(batch.obs, batch.act).std(0, correction=0).mean()
 
-    # --- the update ----------------------------------------------------------------------------------------
-    def update(
+    # --- the update: the base's loss step, reweighted, with the behaviour model's fit added offline -------------
+    @property
+    def fitting(self) -> bool:
+        """Offline with a `bc` behaviour model: each update also takes one maximum-likelihood step of π_β."""
+        return not self.online and self.behavior is not None
+
+    @property
+    def vectorizable(self) -> bool:
+        return self.base.vectorizable
+
+    def update_inputs(self, batch: Batch) -> Inputs:
+        """The base's random draws, then this run's own state for the update: σ, κ_t and λ_t (the adaptive
+        schedule first sees the critics' disagreement on this batch) and the divergence normaliser."""
+        uncertainty = self.critic_disagreement(batch) if self.relaxation.adaptive else None
+        sigma, kappa, lam = self.strengths(uncertainty)
+        inputs = self.base.update_inputs(batch)  # the base draws exactly what its own update would
+        inputs.update(baq_sigma=self._scalar(sigma), baq_kappa=self._scalar(kappa), baq_lambda=self._scalar(lam),
+                      baq_scale=self._scalar(self.divergence_scale))
+        if uncertainty is not None:
+            inputs["baq_uncertainty"] = uncertainty
+        return inputs
+
+    def loss_steps(self) -> list[LossStep]:
+        (base_step,) = self.base.loss_steps()  # the bases (IQL, CQL) are one summed loss (BAQConfig checks)
+        optims = base_step.optims + ((self.behavior_optim,) if self.fitting else ())
+        return [LossStep(functools.partial(self.loss, base_step.loss), optims)]
+
+    def loss(
         self,
+        base_loss: LossFn,
         batch: Batch,
         critic_weight: torch.Tensor | None = None,
         actor_penalty: ActorPenalty | None = None,
-    ) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        uncertainty = self.critic_disagreement(batch) if self.relaxation.adaptive else None
-        sigma, kappa, lam = self.strengths(uncertainty)
-        fitting = not self.online and self.behavior is not None  # offline: one MLE step of π_β per update
+        inputs: Inputs | None = None,  # from `update_inputs` (always given: the update and suite.vectorize pass it)
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The base's loss with critic weights w = clip(exp(−κ_t·d), w_min, 1) (times PER's importance weights)
+        and the penalty λ_t·‖π(s) − μ_β(s)‖², plus −E log π_β(a|s) while π_β is fitted. π_β's parameters are
+        disjoint from the base's and every cross term is detached (μ_β and d carry no gradient), so one backward
+        over the sum gives each optimiser the gradient of its own loss."""
+        cfg, fitting = self.cfg, self.fitting
         stats = self.behavior_stats(batch.obs, batch.act, grad=fitting)
         # Offline the normaliser is not known yet (π_β is still learning): the batch mean stands in.
-        scale = self.divergence_scale if self.online else stats["divergence"].mean().clamp_min(_TINY)
+        scale = inputs["baq_scale"] if self.online else stats["divergence"].mean().clamp_min(_TINY)
         divergence = stats["divergence"] / scale
 
+        kappa, lam = inputs["baq_kappa"], inputs["baq_lambda"]
         divergence_weight = critic_weights(divergence, kappa, cfg.w_min) if self.weighting else None
         weight = divergence_weight
         for extra in (batch.weight, critic_weight):  # PER's importance weights, a caller's weights
@@ -296,18 +325,23 @@ class BAQ(Algorithm):
         if self.penalizing:
             penalty = self._consistency_penalty(lam, batch.obs, stats["mean"], actor_penalty)
 
-        metrics = self.base.update(batch, critic_weight=weight, actor_penalty=penalty)
-        bc_loss = self._fit_behavior(stats["nll"]) if fitting else stats["nll"].mean()
+        total, metrics = base_loss(batch, weight, penalty, inputs)
+        bc_loss = stats["nll"].mean()
+        if fitting:
+            total = total + bc_loss
         metrics.update(
             bc_loss=bc_loss, divergence_raw=stats["divergence"].mean(), divergence_mean=divergence.mean(),
             critic_weight_mean=self._scalar(1.0) if divergence_weight is None else divergence_weight.mean(),
-            sigma=self._scalar(sigma), kappa=self._scalar(kappa), **{"lambda": self._scalar(lam)},
+            sigma=inputs["baq_sigma"], kappa=kappa, **{"lambda": lam},
         )
-        if uncertainty is not None:
-            metrics["uncertainty"] = uncertainty
+        if "baq_uncertainty" in inputs:
+            metrics["uncertainty"] = inputs["baq_uncertainty"]
         if cfg.priority != "none":
             metrics["is_weight_mean"] = batch.weight.mean() if batch.weight is not None else self._scalar(1.0)
-        return {k: v.detach() for k, v in metrics.items()}
+        return total, metrics
+
+    def after_step(self) -> None:
+        self.base.after_step()
 
     def _consistency_penalty(
         self, lam: Any, batch_obs: torch.Tensor, behavior_mean: torch.Tensor, extra: ActorPenalty | None

@@ -20,7 +20,7 @@ from torch import nn
 from suite.algorithm import (
     ActorPenalty,
     Batch,
-    Noise,
+    Inputs,
     SummedLossAlgorithm,
     check_common_params,
     noise_for,
@@ -136,7 +136,7 @@ class CQL(SummedLossAlgorithm):
         return self.temperatures["log_alpha_prime"].exp().clamp(0.0, 1e6)  # CORL's clamp
 
     # --- losses: public so that BAQ (base="cql") can reuse them ---------------------------------------------
-    def actor_loss(self, batch: Batch, noise: Noise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def actor_loss(self, batch: Batch, noise: Inputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """SAC policy loss E[α·log π(ã|s) − min_i Q_i(s, ã)], ã ~ π(·|s); during the first `bc_steps` updates
         the Q term is replaced by log π(a|s) of the dataset action (CORL). Gradients reach only the actor (α
         and the critics are held fixed). Returns (loss, log π(ã|s))."""
@@ -155,7 +155,7 @@ class CQL(SummedLossAlgorithm):
         return temperature_loss(self.temperatures["log_alpha"], log_pi, self.target_entropy)
 
     @torch.no_grad()
-    def td_target(self, batch: Batch, noise: Noise | None = None) -> torch.Tensor:
+    def td_target(self, batch: Batch, noise: Inputs | None = None) -> torch.Tensor:
         """r + γ(1−d)·min_i Q̄_i(s', a'), a' ~ π(·|s') (the max over `cql_n_actions` samples with
         `max_target_backup`), minus α·log π(a'|s') only with `backup_entropy`."""
         n = self.cfg.cql_n_actions if self.cfg.max_target_backup else 1
@@ -171,7 +171,7 @@ class CQL(SummedLossAlgorithm):
         return soft_td_target(batch.rew, batch.done, next_q, self.cfg.gamma, log_pi, self.alpha())
 
     @torch.no_grad()
-    def sample_ood_actions(self, batch: Batch, noise: Noise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_ood_actions(self, batch: Batch, noise: Inputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The K = 3·cql_n_actions proposal actions per state of CQL(H) and their log densities:
         uniform on [-1, 1]^|A| (log density −|A|·log 2), ã ~ π(·|s) and ã ~ π(·|s'), all scored at s (as the
         authors' code and CORL do). Returns actions (B, K, |A|) and log densities (B, K)."""
@@ -217,7 +217,7 @@ class CQL(SummedLossAlgorithm):
         return -self.alpha_prime() * self.cql_alpha * (gap.detach().mean() - self.cfg.target_action_gap)
 
     def critic_loss(
-        self, batch: Batch, critic_weight: torch.Tensor | None = None, noise: Noise | None = None
+        self, batch: Batch, critic_weight: torch.Tensor | None = None, noise: Inputs | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """TD regression (weighted per sample by `critic_weight`) + α_cql·α'·(mean conservative gap).
 
@@ -234,7 +234,7 @@ class CQL(SummedLossAlgorithm):
         loss = td_loss + self.conservative_weight() * gap.mean()
         return loss, {"td_loss": td_loss, "gap": gap, "q": q_data}
 
-    def draw_noise(self, batch: Batch) -> Noise:
+    def update_inputs(self, batch: Batch) -> Inputs:
         """Every random number of one update, drawn from the global RNG in the order the losses would draw
         them (so `update` is unchanged): the actor's sample at s, the backup's samples at s', the uniform
         proposals, the policy proposals at [s; s']. Drawn up front so that a seed-vectorized update
@@ -253,16 +253,16 @@ class CQL(SummedLossAlgorithm):
         batch: Batch,
         critic_weight: torch.Tensor | None = None,
         actor_penalty: ActorPenalty | None = None,
-        noise: Noise | None = None,
+        inputs: Inputs | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Actor, temperature, critic and Lagrange losses summed. CORL steps log α, then the actor, then α' and
         the critics, but every loss is built from the pre-update networks (its graphs exist before the first
         step) and the cross terms are held fixed (α in the actor loss, the critics in the actor loss, α' in the
         critic loss, the gap in the α' loss). The losses therefore touch disjoint parameters and one backward
         + one fused step is exact."""
-        actor_loss, log_pi = self.actor_loss(batch, noise)
+        actor_loss, log_pi = self.actor_loss(batch, inputs)
         alpha_loss = self.temperature_loss(log_pi)
-        critic_loss, parts = self.critic_loss(batch, critic_weight, noise)
+        critic_loss, parts = self.critic_loss(batch, critic_weight, inputs)
         lagrange_loss = self.lagrange_loss(parts["gap"])
         metrics = {
             "critic_loss": critic_loss, "td_loss": parts["td_loss"], "cql_gap": parts["gap"].mean(),

@@ -106,7 +106,7 @@ class IQL(SummedLossAlgorithm):
         batch: Batch,
         critic_weight: torch.Tensor | None = None,
         actor_penalty: ActorPenalty | None = None,
-        noise: dict[str, torch.Tensor] | None = None,  # IQL's update draws no random numbers
+        inputs: dict[str, torch.Tensor] | None = None,  # IQL's update draws no random numbers
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """V, Q and π losses summed. They touch disjoint parameters and every cross term is detached (the
         reference code's V, Q, π steps all read the pre-update networks), so one backward + one fused step

@@ -35,23 +35,27 @@ class Batch(NamedTuple):
 
 # actor_penalty(obs, actor) -> per-sample penalty (B,) added to the actor loss (BAQ's behaviour consistency).
 ActorPenalty = Callable[[torch.Tensor, nn.Module], torch.Tensor]
-Noise = dict[str, torch.Tensor]
-# loss(batch, critic_weight, actor_penalty, noise) -> (loss, metrics): one optimiser step's objective.
-LossFn = Callable[[Batch, "torch.Tensor | None", "ActorPenalty | None", "Noise | None"],
+# What an update's losses read that is drawn or decided before them, by name (`Algorithm.update_inputs`).
+Inputs = dict[str, torch.Tensor]
+# loss(batch, critic_weight, actor_penalty, inputs) -> (loss, metrics): one optimiser step's objective.
+LossFn = Callable[[Batch, "torch.Tensor | None", "ActorPenalty | None", "Inputs | None"],
                   tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
-def noise_for(noise: Noise | None, key: str) -> torch.Tensor | None:
-    """The pre-drawn random numbers `key` of `draw_noise`, or None (the caller then draws them where used)."""
-    return None if noise is None else noise.get(key)
+def noise_for(inputs: Inputs | None, key: str) -> torch.Tensor | None:
+    """The pre-drawn random numbers `key` of the update inputs, or None (the caller then draws them where
+    used)."""
+    return None if inputs is None else inputs.get(key)
 
 
 class LossStep(NamedTuple):
-    """One optimiser step of an update: minimise `loss` with `optim` (which holds exactly the parameters the
-    step trains). Steps run in order, so a later loss sees the parameters an earlier step has just changed."""
+    """One optimiser step of an update: minimise `loss`, then step each of `optims`. Together they hold exactly
+    the parameters the step trains (several when a parameter group keeps its own optimiser, as BAQ's behaviour
+    model beside its base's networks). Steps run in order, so a later loss sees the parameters an earlier step
+    has just changed."""
 
     loss: LossFn
-    optim: torch.optim.Optimizer
+    optims: tuple[torch.optim.Optimizer, ...]
 
 
 class Algorithm(ABC):
@@ -83,15 +87,17 @@ class Algorithm(ABC):
     ) -> dict[str, torch.Tensor]: ...
 
     # --- optional: seed vectorisation (suite.vectorize) ----------------------------------------------------
-    # An algorithm whose update is "draw_noise, then one or more (loss, optimiser) steps in a fixed order, then
-    # `after_step()`" (`LossStepsAlgorithm`) can train N seeds as one batched network: the random numbers come
-    # from `draw_noise` (each seed's own RNG), never from inside a loss.
+    # An algorithm whose update is "update_inputs, then one or more loss steps in a fixed order, then
+    # `after_step()`" (`LossStepsAlgorithm`) can train N seeds as one batched network: the random numbers and
+    # the run's own state come from `update_inputs` (each seed's own RNG and object), never from inside a loss.
     @property
     def vectorizable(self) -> bool:
         return False
 
-    def draw_noise(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Every random number the update's losses need for this batch (none by default)."""
+    def update_inputs(self, batch: Batch) -> Inputs:
+        """What the update's losses read that is drawn or decided before them: every random number they need
+        (drawn from the global RNG in the order the losses would draw them) and any scalar of the run's own
+        state (BAQ's κ_t, λ_t). None by default."""
         return {}
 
     def loss_steps(self) -> list[LossStep]:
@@ -138,9 +144,9 @@ class Algorithm(ABC):
 
 
 class LossStepsAlgorithm(Algorithm):
-    """An algorithm whose update is `draw_noise`, then its `loss_steps()` in order (one optimiser step each),
+    """An algorithm whose update is `update_inputs`, then its `loss_steps()` in order (one optimiser step each),
     then `after_step()`: the shared `update`, and seed vectorisation (suite.vectorize) for free. Subclasses
-    implement `loss_steps` and, as needed, `draw_noise` and `after_step`."""
+    implement `loss_steps` and, as needed, `update_inputs` and `after_step`."""
 
     def update(
         self,
@@ -148,11 +154,11 @@ class LossStepsAlgorithm(Algorithm):
         critic_weight: torch.Tensor | None = None,
         actor_penalty: ActorPenalty | None = None,
     ) -> dict[str, torch.Tensor]:
-        noise = self.draw_noise(batch)
+        inputs = self.update_inputs(batch)
         metrics: dict[str, torch.Tensor] = {}
         for step in self.loss_steps():
-            total, step_metrics = step.loss(batch, critic_weight, actor_penalty, noise)
-            gradient_step(step.optim, total)
+            total, step_metrics = step.loss(batch, critic_weight, actor_penalty, inputs)
+            gradient_step(step.optims, total)
             metrics.update(step_metrics)
         self.after_step()
         return {k: v.detach() for k, v in metrics.items()}
@@ -175,11 +181,11 @@ class SummedLossAlgorithm(LossStepsAlgorithm):
         batch: Batch,
         critic_weight: torch.Tensor | None = None,
         actor_penalty: ActorPenalty | None = None,
-        noise: Noise | None = None,
+        inputs: Inputs | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
     def loss_steps(self) -> list[LossStep]:
-        return [LossStep(self.loss, self.optim)]
+        return [LossStep(self.loss, (self.optim,))]
 
 
 def with_actor_penalty(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -21,8 +21,11 @@ def adam(groups: dict[str, tuple[Iterable[nn.Parameter], float]], **kwargs) -> t
         return torch.optim.Adam(params, foreach=True, **kwargs)
 
 
-def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    """One gradient step on `loss`."""
-    optimizer.zero_grad(set_to_none=True)
+def gradient_step(optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+    """One gradient step on `loss`: one backward, then a step of each optimiser (of disjoint parameters)."""
+    optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
+    for o in optimizers:
+        o.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer.step()
+    for o in optimizers:
+        o.step()

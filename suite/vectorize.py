@@ -8,10 +8,12 @@ step update all N at once. On a GPU, where 2×256 networks leave the device idle
 layer into one.
 
 Requirements (`Algorithm.vectorizable`, i.e. a `LossStepsAlgorithm`): the update is its `loss_steps()` in order
-(IQL and CQL: one summed loss; AWAC: the critic's step, then the actor's), each an optimiser over the
-parameters it trains, then `after_step()`; and its random numbers come from `draw_noise`, drawn per seed from
-that seed's RNG before the batched step (vmap itself is told to refuse any draw, since a draw under vmap would
-share or split one stream and the result would no longer equal separate runs).
+(IQL and CQL: one summed loss; AWAC: the critic's step, then the actor's; BAQ: its base's step with the
+behaviour model's fit added offline), each with the optimisers of the parameters it trains, then `after_step()`;
+and what its losses read besides the networks and the batch comes from `update_inputs`: the random numbers,
+drawn per seed from that seed's RNG before the batched step (vmap itself is told to refuse any draw, since a
+draw under vmap would share or split one stream and the result would no longer equal separate runs), and the
+seed's own scalars (BAQ's κ_t, λ_t, divergence scale).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from suite.algorithm import Algorithm, Batch, get_algorithm, make_config
+from suite.algorithm import Algorithm, Batch, Inputs, get_algorithm, make_config
 from suite.errors import UserError
 from suite.tracking import MetricsSink
 from suite.train import Progress, TrainConfig, TrainResult, training_loop
@@ -40,21 +42,19 @@ class _LossModule(nn.Module):
         self.nets = nn.ModuleDict(modules)
         object.__setattr__(self, "algo", algo)  # not a submodule: its networks are already in `nets`
 
-    def forward(
-        self, batch: Batch, noise: dict[str, torch.Tensor], step: int
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        total, metrics = self.algo.loss_steps()[step].loss(batch, None, None, noise)
+    def forward(self, batch: Batch, inputs: Inputs, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total, metrics = self.algo.loss_steps()[step].loss(batch, None, None, inputs)
         return total, {k: v.detach() for k, v in metrics.items()}
 
 
 class _StackedStep(NamedTuple):
-    """One of the update's optimiser steps for all seeds: the vmapped gradient of its loss with respect to
-    `trainable`, every other parameter held as `frozen`, and the stacked optimiser."""
+    """One of the update's loss steps for all seeds: the vmapped gradient of its loss with respect to
+    `trainable`, every other parameter held as `frozen`, and the stacked optimisers."""
 
     grad: Callable
     trainable: dict[str, torch.Tensor]
     frozen: dict[str, torch.Tensor]
-    optim: torch.optim.Optimizer
+    optims: tuple[torch.optim.Optimizer, ...]
 
 
 class SeedsOutOfStep(UserError):
@@ -65,14 +65,15 @@ def check_vectorizable(algo: Algorithm) -> None:
     if not algo.vectorizable:
         raise UserError(
             f"--vectorize-seeds is not available for algorithm {algo.name!r} with this config; accepted: "
-            "iql (without actor_dropout), cql, awac (updates made of loss steps whose random numbers are drawn "
-            "up front)"
+            "iql (without actor_dropout), cql, awac, baq on a base among these (updates made of loss steps whose "
+            "random numbers are drawn up front)"
         )
 
 
 class SeedVectorizedStep:
     """`step(batches)` performs, for N algorithms of one class and config, the update each would perform on its
-    batch, as one vmapped backward and one optimiser step; returns each seed's metrics."""
+    batch: per loss step one vmapped backward and one step of each stacked optimiser; returns each seed's
+    metrics."""
 
     def __init__(self, algos: Sequence[Algorithm]) -> None:
         if not algos:
@@ -80,6 +81,16 @@ class SeedVectorizedStep:
         for algo in algos:
             check_vectorizable(algo)
         self.algos = list(algos)
+        self._build()
+
+    def _layout(self) -> tuple:
+        """What the stacked state is built from: the networks and each loss step's optimisers. BAQ changes it at
+        the online switch (its behaviour model freezes and leaves the update), and `step` then rebuilds."""
+        algo = self.algos[0]
+        return (tuple((k, id(m)) for k, m in algo.modules().items()),
+                tuple(tuple(id(o) for o in step.optims) for step in algo.loss_steps()))
+
+    def _build(self) -> None:
         holders = [_LossModule(a) for a in self.algos]
         self._holder = holders[0]
         named = [dict(h.named_parameters()) for h in holders]
@@ -96,36 +107,44 @@ class SeedVectorizedStep:
                 p.data = self.params[k][i]
             for k, b in bufs.items():
                 b.data = self.buffers[k][i]
-        self.trainable = [k for k in names if named[0][k].requires_grad]
         # (name, the seeds' optimisers, the seeds' parameters, the stacked optimiser) per trained parameter
         self._pairs: list[tuple[str, list[torch.optim.Optimizer], list[nn.Parameter], torch.optim.Optimizer]] = []
         self._shared: set[str] = set()  # parameters whose moments the seeds' optimisers already view
         self.steps = [self._stacked_step(index, named[0]) for index in range(len(self.algos[0].loss_steps()))]
-        stepped = [k for step in self.steps for k in step.trainable]
-        if sorted(stepped) != sorted(self.trainable):
-            missing = sorted(set(self.trainable) - set(stepped))
-            raise ValueError(f"every trainable parameter needs exactly one optimiser; not so for {missing or stepped}")
+        trained = [k for step in self.steps for k in step.trainable]
+        twice = sorted({k for k in trained if trained.count(k) > 1})
+        untrained = [k for k in names if named[0][k].requires_grad and k not in trained]
+        if twice or untrained:
+            raise ValueError(f"every trainable parameter needs exactly one optimiser: twice {twice}, none {untrained}")
         self._load_seed_moments()
+        self.layout = self._layout()
 
     def _stacked_step(self, index: int, first: dict[str, nn.Parameter]) -> _StackedStep:
-        """Step `index` of the update for all seeds: its stacked optimiser (same groups and settings as seed 0's)
-        and its vmapped gradient over the parameters that optimiser trains."""
-        optim = self.algos[0].loss_steps()[index].optim
-        seed_optims = [a.loss_steps()[index].optim for a in self.algos]
+        """Loss step `index` for all seeds: one stacked optimiser per optimiser of the step (same groups and
+        settings as seed 0's) and the vmapped gradient over the parameters they train."""
+        seed_steps = [a.loss_steps()[index] for a in self.algos]
         name_of = {id(p): k for k, p in first.items()}
-        groups, pairs = [], []
-        for g_index, group in enumerate(optim.param_groups):
-            keys = [name_of[id(p)] for p in group["params"]]
-            groups.append({**{k: v for k, v in group.items() if k != "params"},
-                           "params": [self.params[k] for k in keys]})
-            for j, key in enumerate(keys):
-                pairs.append((key, [o.param_groups[g_index]["params"][j] for o in seed_optims]))
-        stacked = type(optim)(groups, **optim.defaults)
-        self._pairs += [(key, seed_optims, seed_params, stacked) for key, seed_params in pairs]
-        trainable = {key: self.params[key] for key, _ in pairs}
+        stacked_optims, keys = [], []
+        for o_index, optim in enumerate(seed_steps[0].optims):
+            seed_optims = [s.optims[o_index] for s in seed_steps]
+            groups, pairs = [], []
+            for g_index, group in enumerate(optim.param_groups):
+                if any(id(p) not in name_of for p in group["params"]):
+                    raise ValueError(f"optimiser {o_index} of loss step {index} trains a parameter outside the "
+                                     "algorithm's modules")
+                group_keys = [name_of[id(p)] for p in group["params"]]
+                groups.append({**{k: v for k, v in group.items() if k != "params"},
+                               "params": [self.params[k] for k in group_keys]})
+                pairs += [(key, [o.param_groups[g_index]["params"][j] for o in seed_optims])
+                          for j, key in enumerate(group_keys)]
+            stacked = type(optim)(groups, **optim.defaults)
+            self._pairs += [(key, seed_optims, seed_params, stacked) for key, seed_params in pairs]
+            stacked_optims.append(stacked)
+            keys += [key for key, _ in pairs]
+        trainable = {key: self.params[key] for key in keys}
         frozen = {k: t for k, t in self.params.items() if k not in trainable}
         grad = torch.func.vmap(torch.func.grad(partial(self._loss, index), has_aux=True), randomness="error")
-        return _StackedStep(grad, trainable, frozen, stacked)
+        return _StackedStep(grad, trainable, frozen, tuple(stacked_optims))
 
     def _load_seed_moments(self) -> None:
         """After a resume the seeds' optimisers hold their moments: stack them into the shared optimisers."""
@@ -155,31 +174,34 @@ class SeedVectorizedStep:
 
     def _loss(
         self, step: int, trainable: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor], parts: tuple[torch.Tensor, ...], noise: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor], parts: tuple[torch.Tensor, ...], inputs: Inputs,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return torch.func.functional_call(self._holder, ({**trainable, **frozen}, buffers),
-                                          (Batch(*parts), noise, step))
+                                          (Batch(*parts), inputs, step))
 
-    def step(
-        self, batches: Sequence[Batch], noises: Sequence[dict[str, torch.Tensor]] | None = None
-    ) -> list[dict[str, torch.Tensor]]:
-        """One update of every seed on its batch. `noises`: each seed's `draw_noise(batch)`, drawn from its own
-        RNG (default: drawn here, one seed after another, from the global RNG)."""
-        if noises is None:
-            noises = [a.draw_noise(b) for a, b in zip(self.algos, batches, strict=True)]
+    def step(self, batches: Sequence[Batch], inputs: Sequence[Inputs] | None = None) -> list[dict[str, torch.Tensor]]:
+        """One update of every seed on its batch. `inputs`: each seed's `update_inputs(batch)`, taken with its own
+        RNG and state (default: taken here, one seed after another, with the global RNG)."""
         if len(batches) != len(self.algos):
             raise ValueError(f"expected {len(self.algos)} batches, got {len(batches)}")
-        if any(b.weight is not None or b.index is not None for b in batches):
-            raise ValueError("prioritized batches are not vectorized")
-        parts = tuple(torch.stack(field) for field in zip(*(b[:5] for b in batches), strict=True))
-        noise = {k: torch.stack([n[k] for n in noises]) for k in noises[0]}
+        if self._layout() != self.layout:
+            self._build()
+        if inputs is None:
+            inputs = [a.update_inputs(b) for a, b in zip(self.algos, batches, strict=True)]
+        weighted = {b.weight is not None for b in batches}
+        if len(weighted) > 1:
+            raise ValueError("either every seed's batch is prioritized (has weights) or none is")
+        fields = 6 if weighted == {True} else 5  # the importance weights ride along; losses never read `index`
+        parts = tuple(torch.stack(field) for field in zip(*(b[:fields] for b in batches), strict=True))
+        stacked_inputs = {k: torch.stack([n[k] for n in inputs]) for k in inputs[0]}
         metrics: dict[str, torch.Tensor] = {}
         for step in self.steps:  # in order: a later step's loss sees the parameters an earlier one changed
-            grads, step_metrics = step.grad(step.trainable, step.frozen, self.buffers, parts, noise)
+            grads, step_metrics = step.grad(step.trainable, step.frozen, self.buffers, parts, stacked_inputs)
             for k, g in grads.items():
                 self.params[k].grad = g
-            step.optim.step()
-            step.optim.zero_grad(set_to_none=True)
+            for optim in step.optims:
+                optim.step()
+                optim.zero_grad(set_to_none=True)
             metrics.update(step_metrics)
         if len(self._shared) < len(self._pairs):
             self._share_moments()
@@ -254,16 +276,16 @@ def train_vectorized(
     results: list[TrainResult | None] = [None] * len(runs)
     metrics: list[dict[str, torch.Tensor] | None] = [None] * len(runs)
     while True:
-        batches, noises = [], []
+        batches, inputs = [], []
         for i, (run, slot) in enumerate(zip(runs, slots, strict=True)):
             with slot:
                 try:
                     batches.append(run.send(metrics[i]))
-                    noises.append(algos[i].draw_noise(batches[-1]))  # the draws a separate run would make
+                    inputs.append(algos[i].update_inputs(batches[-1]))  # the draws a separate run would make
                 except StopIteration as finished:
                     results[i] = finished.value
         if len(batches) == 0:
             return results  # type: ignore[return-value]
         if len(batches) != len(runs):
             raise RuntimeError("seed-vectorized runs fell out of lockstep")
-        metrics = vectorized.step(batches, noises)
+        metrics = vectorized.step(batches, inputs)

@@ -33,7 +33,7 @@ def test_console_script_is_installed() -> None:
         (["train", "--set", "expectile=high"], "parameter 'expectile' of algorithm 'iql' must be float"),
         (["train", "--dataset", "kaggle:foo"], "kaggle"),
         (["algos", "dqn"], "unknown algorithm 'dqn'"),
-        (["train", "--algo", "baq", "--vectorize-seeds", "2"], "not available for algorithm 'baq'"),
+        (["train", "--set", "actor_dropout=0.1", "--vectorize-seeds", "2"], "not available for algorithm 'iql'"),
         (["train", "--vectorize-seeds", "1"], "--vectorize-seeds must be >= 2, got 1"),
     ],
 )

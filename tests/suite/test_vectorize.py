@@ -68,7 +68,7 @@ def test_vectorized_step_equals_separate_updates() -> None:
     ("awac", {}, ("critic", "critic_target", "actor")),
 ])
 def test_vectorized_step_takes_each_seeds_own_random_draws(name: str, params: dict, networks: tuple) -> None:
-    """CQL and AWAC sample actions in their updates: each seed's draws (`draw_noise`, from its own RNG stream)
+    """CQL and AWAC sample actions in their updates: each seed's draws (`update_inputs`, from its own RNG stream)
     go into the batched step, so the result equals separate runs."""
     seeds, steps = [0, 1], 8
 
@@ -84,7 +84,7 @@ def test_vectorized_step_takes_each_seeds_own_random_draws(name: str, params: di
     together, noises = [make(s) for s in seeds], []
     for i, algo in enumerate(together):
         torch.manual_seed(1000 + i)
-        noises.append([algo.draw_noise(b) for b in data[i]])
+        noises.append([algo.update_inputs(b) for b in data[i]])
     step = SeedVectorizedStep(together)
     assert len(step.steps) == len(together[0].loss_steps()) == (2 if name == "awac" else 1)
     together_metrics = [step.step([data[i][t] for i in range(2)], [noises[i][t] for i in range(2)])
@@ -139,10 +139,22 @@ def test_training_vectorized_equals_separate_runs(tiny_dataset_id: str, tmp_path
         "train/critic_loss"]
 
 
-@pytest.mark.parametrize(("algo", "metric"), [("cql", "train/cql_gap"), ("awac", "train/adv_mean")])
-def test_training_vectorized_cql_awac_equal_separate_runs(tiny_dataset_id: str, algo: str, metric: str) -> None:
-    cfgs = [tiny_cfg(tiny_dataset_id, algo=algo, seed=s, offline_steps=20, online_steps=20, eval_interval=20,
-                     log_interval=10, batch_size=16) for s in (0, 1)]
+@pytest.mark.parametrize(("algo", "params", "metric"), [
+    ("cql", {}, "train/cql_gap"),
+    ("awac", {}, "train/adv_mean"),
+    # BAQ fits π_β offline (a third optimiser in the step), then freezes it at the switch: the stacked state is
+    # rebuilt there. Online each seed has its own divergence scale.
+    ("baq", {}, "train/critic_weight_mean"),
+    # Prioritized batches (importance weights), the adaptive σ (each seed's own EMA of its critics'
+    # disagreement), the NLL divergence and a frozen copy of the offline actor as π_β, on CQL.
+    ("baq", {"base": "cql", "schedule": "adaptive", "priority": "bc_divergence", "divergence": "nll",
+             "behavior_model": "offline_actor"}, "train/uncertainty"),
+])
+def test_training_vectorized_equals_separate_runs_for_every_kind_of_update(
+    tiny_dataset_id: str, algo: str, params: dict, metric: str
+) -> None:
+    cfgs = [tiny_cfg(tiny_dataset_id, algo=algo, algo_params=params, seed=s, offline_steps=20, online_steps=20,
+                     eval_interval=20, log_interval=10, batch_size=16) for s in (0, 1)]
     separate = [MemorySink(), MemorySink()]
     for c, sink in zip(cfgs, separate, strict=True):
         train(c, sink)
@@ -154,6 +166,7 @@ def test_training_vectorized_cql_awac_equal_separate_runs(tiny_dataset_id: str, 
         for key, history in ref.items():
             for s, v in history.items():
                 assert got[key][s] == pytest.approx(v, rel=1e-3, abs=1e-3), (key, s)
+    assert deterministic_metrics(together[0])[metric] != deterministic_metrics(together[1])[metric]
 
 
 def test_vectorized_resume_continues_each_seed(tiny_dataset_id: str, tmp_path: Path) -> None:
@@ -187,8 +200,9 @@ def test_vectorized_resume_continues_each_seed(tiny_dataset_id: str, tmp_path: P
 
 def test_vectorize_rejects_what_it_cannot_do(tiny_dataset_id: str) -> None:
     cfg = tiny_cfg(tiny_dataset_id)
-    with pytest.raises(UserError, match="algorithm 'baq'.*accepted: iql .*, cql, awac"):
-        check_vectorizable_config(dataclasses.replace(cfg, algo="baq"))
+    with pytest.raises(UserError, match="algorithm 'baq'.*accepted: iql .*, cql, awac, baq on a base"):
+        check_vectorizable_config(dataclasses.replace(cfg, algo="baq", algo_params={
+            "base_params": {"actor_dropout": 0.1}}))
     with pytest.raises(UserError, match="accepted: iql"):
         check_vectorizable_config(dataclasses.replace(cfg, algo_params={"actor_dropout": 0.1}))
     with pytest.raises(UserError, match="--vectorize-seeds and --compile cannot be combined"):
