@@ -275,7 +275,8 @@ def network_passes(name: str, cfg: Any, o: int = OBS_DIM, a: int = ACT_DIM) -> l
             Pass("critic Q(s,ã), frozen", o + a, 1, h, members=n, grad="inputs"),  # actor_loss, call_detached
             Pass("actor π(s')", o, 2 * a, h),  # td_target: a' ~ π(·|s'), no_grad
             Pass("target critic Q̄(s',a')", o + a, 1, h, members=n),  # td_target
-            Pass("actor π(s), π(s') ×K", o, 2 * a, h, rows=2 * k),  # sample_ood_actions, no_grad
+            # sample_ood_actions, no_grad: one pass over (s, s'), then K draws per state (sample_n)
+            Pass("actor π(s), π(s')", o, 2 * a, h, rows=2),
             Pass("critic Q(s,a) + 3K proposals", o + a, 1, h, rows=1 + 3 * k, members=n, grad="params"),
         ]
     if name == "awac":
@@ -283,9 +284,9 @@ def network_passes(name: str, cfg: Any, o: int = OBS_DIM, a: int = ACT_DIM) -> l
             Pass("actor π(s')", o, a, h),  # td_target: a' ~ π(·|s'), no_grad
             Pass("target critic Q̄(s',a')", o + a, 1, h, members=n),  # td_target
             Pass("critic Q(s,a)", o + a, 1, h, members=n, grad="params"),  # critic_loss
-            Pass("actor π(s)", o, a, h),  # advantage: ã ~ π(·|s), no_grad
+            # actor_loss: log π(a|s); the same pass gives the advantage's ã ~ π(·|s)
+            Pass("actor π(s)", o, a, h, grad="params"),
             Pass("critic Q(s,a), Q(s,ã)", o + a, 1, h, rows=2, members=n),  # advantage, no_grad
-            Pass("actor π(s)", o, a, h, grad="params"),  # actor_loss: log π(a|s)
         ]
     raise UserError(f"no FLOP table for {name!r}; accepted: {', '.join(ALGOS)}")
 

@@ -42,7 +42,8 @@ def test_weights_are_exp_advantage_over_lambda_clipped() -> None:
 def test_advantage_with_a_known_critic(monkeypatch) -> None:
     algo = make_awac()
     algo.critic = KnownQ()
-    monkeypatch.setattr(algo.actor, "sample", fixed_policy_sample)
+    # The advantage draws ã from the actor pass that log π(a|s) also uses (`sample_from`).
+    monkeypatch.setattr(algo.actor, "sample_from", lambda dist, noise=None: fixed_policy_sample(dist.loc, noise))
     batch = Batch(torch.from_numpy(OBS_2), torch.from_numpy(ACT_2), torch.zeros(2), torch.zeros(2, OBS),
                   torch.zeros(2))
     expected = known_min_q(OBS_2, ACT_2) - known_min_q(OBS_2, PI_2)
@@ -53,8 +54,13 @@ def test_actor_loss_is_weighted_negative_log_likelihood(monkeypatch) -> None:
     algo = make_awac(awac_lambda=2.0, max_weight=1.5)
     adv = torch.tensor([0.4, -2.0, 3.0])
     log_prob = torch.tensor([-1.0, -0.5, -2.0])
-    monkeypatch.setattr(algo, "advantage", lambda batch, noise=None: adv)
-    monkeypatch.setattr(algo.actor, "log_prob", lambda obs, act: log_prob)
+    monkeypatch.setattr(algo, "advantage", lambda batch, noise=None, dist=None: adv)
+
+    class KnownLogProb:  # per-dimension log-densities whose sum over the action is `log_prob`
+        def log_prob(self, act: torch.Tensor) -> torch.Tensor:
+            return torch.stack([log_prob, torch.zeros(3)], dim=-1)
+
+    monkeypatch.setattr(algo.actor, "distribution", lambda obs: KnownLogProb())
     loss, returned_adv = algo.actor_loss(make_batch(3))
     weights = [math.exp(0.2), math.exp(-1.0), 1.5]  # exp(1.5) clipped to 1.5
     assert loss.item() == pytest.approx(-(weights[0] * -1.0 + weights[1] * -0.5 + weights[2] * -2.0) / 3)

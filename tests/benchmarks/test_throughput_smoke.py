@@ -62,6 +62,18 @@ def test_cql_passes_score_every_proposal_with_the_twin_critic(tp) -> None:
         linear(i, o, 4) for i, o in ((23, 256), (256, 256), (256, 1)))
 
 
+@pytest.mark.parametrize("name", ["iql", "cql", "awac", "baq"])
+def test_flop_tables_equal_the_matmuls_an_update_runs(tp, name) -> None:
+    # The tables are read off each `update` by hand; torch's FLOP counter counts the matmuls a real update
+    # runs (forward and backward), so a pass added, removed or resized in the code fails here.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = tp.our_stepper(name, tp.synthetic_transitions(2_000))
+    with FlopCounterMode(display=False) as counter:
+        step()
+    assert counter.get_total_flops() == tp.update_flops(tp.network_passes(name, tp.our_config(name)))
+
+
 def test_unknown_algorithm_is_a_user_error(tp) -> None:
     with pytest.raises(UserError, match="'sac'.*accepted: iql, cql, awac, baq"):
         tp.parse_args(["--algos", "iql,sac"])
