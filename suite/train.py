@@ -137,7 +137,7 @@ class _MetricWindow:
         return out
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """glibc hands large freed blocks back to the OS and page-faults fresh ones in on the next update (CQL's
     big temporaries spent most of their time there); raised mmap/trim thresholds keep them in the heap.
     Measured: CQL 4.3 → 5.6 updates/CPU-s (docs/performance.md). No-op outside glibc."""
@@ -178,7 +178,7 @@ def training_loop(
     yields (algorithm, step it resumes from) once set up, then every batch to update on, and takes back the update's
     metrics. Everything else (envs, evaluation, logging, checkpoints) stays here, once per run."""
     cfg.validate()
-    _keep_freed_memory()
+    keep_freed_memory()
     sink = sink or MemorySink()
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
