@@ -140,7 +140,15 @@ def test_end_to_end_overhead_breakdown(tp, tiny_dataset_id: str) -> None:
     assert parts["other"] == pytest.approx(e2e["run_wall_s"] - e2e["bare_wall_s"]
                                            - sum(v for k, v in parts.items() if k != "other"))
     assert 0 < e2e["metrics_logging_share"] <= e2e["tracking_share"] < 1
-    assert "overhead" in tp.e2e_report(e2e)
+    # The run's own sampling + update time: positive, less than the run, and the in-run overhead is the rest.
+    assert 0 < e2e["updates_in_run_s"] < e2e["run_wall_s"]
+    assert e2e["overhead_in_run"] == pytest.approx(e2e["run_wall_s"] / e2e["updates_in_run_s"] - 1)
+    from suite.algorithm import get_algorithm
+    from suite.buffer import ReplayBuffer
+
+    assert "update" not in vars(get_algorithm("iql")) and ReplayBuffer.sample.__name__ == "sample"  # unpatched
+    report = tp.e2e_report(e2e)
+    assert "overhead" in report and "in the same run" in report
 
 
 def test_vectorize_table_compares_the_same_seeds(tp) -> None:
