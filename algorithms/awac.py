@@ -75,7 +75,7 @@ class AWAC(LossStepsAlgorithm):
     @torch.no_grad()
     def td_target(self, batch: Batch, noise: Inputs | None = None) -> torch.Tensor:
         """r + γ(1−d)·min_i Q̄_i(s', a'), a' ~ π(·|s') clipped to the box; no entropy term (CORL)."""
-        next_act, _ = self.actor.sample(batch.next_obs, noise_for(noise, "next"))
+        next_act = self.actor.action_from(self.actor.distribution(batch.next_obs), noise_for(noise, "next"))
         next_q = self.critic_target(batch.next_obs, next_act)
         return soft_td_target(batch.rew, batch.done, next_q, self.cfg.gamma)
 
@@ -92,7 +92,7 @@ class AWAC(LossStepsAlgorithm):
         """A(s, a) = min_i Q_i(s, a) − min_i Q_i(s, ã) with one ã ~ π(·|s) (CORL's single-sample V(s)).
         `dist`: π(·|s) if the caller has already computed it."""
         dist = self.actor.distribution(batch.obs) if dist is None else dist
-        pi_act, _ = self.actor.sample_from(dist, noise_for(noise, "actor"))
+        pi_act = self.actor.action_from(dist, noise_for(noise, "actor"))
         b = batch.obs.shape[0]
         # Dataset and policy actions in one critic pass.
         q = self.critic(torch.cat([batch.obs, batch.obs]), torch.cat([batch.act, pi_act])).min(0).values

@@ -131,8 +131,13 @@ class GaussianPolicy(nn.Module):
     @staticmethod
     def sample_from(dist: Normal, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`sample` from a distribution already computed by `distribution(obs)` (AWAC reuses one actor pass)."""
-        act = dist.rsample() if noise is None else dist.loc + noise * dist.scale  # rsample's own formula
+        act = _draw(dist, noise)
         return act.clamp(-1.0, 1.0), dist.log_prob(act).sum(-1)
+
+    @staticmethod
+    def action_from(dist: Normal, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The action of `sample_from` without its log-probability, for callers that do not use it (AWAC)."""
+        return _draw(dist, noise).clamp(-1.0, 1.0)
 
 
 class TanhGaussianPolicy(nn.Module):
@@ -182,6 +187,11 @@ class TanhGaussianPolicy(nn.Module):
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self._mean_std(obs)[0])
+
+
+def _draw(dist: Normal, noise: torch.Tensor | None) -> torch.Tensor:
+    """A reparameterised draw; `noise`: the caller's standard normals (default: drawn here, as `rsample` does)."""
+    return dist.rsample() if noise is None else dist.loc + noise * dist.scale  # rsample's own formula
 
 
 def _normal(mean: torch.Tensor, std: torch.Tensor) -> Normal:

@@ -42,8 +42,8 @@ def test_weights_are_exp_advantage_over_lambda_clipped() -> None:
 def test_advantage_with_a_known_critic(monkeypatch) -> None:
     algo = make_awac()
     algo.critic = KnownQ()
-    # The advantage draws ã from the actor pass that log π(a|s) also uses (`sample_from`).
-    monkeypatch.setattr(algo.actor, "sample_from", lambda dist, noise=None: fixed_policy_sample(dist.loc, noise))
+    # The advantage draws ã from the actor pass that log π(a|s) also uses (`action_from`).
+    monkeypatch.setattr(algo.actor, "action_from", lambda dist, noise=None: fixed_policy_sample(dist.loc, noise)[0])
     batch = Batch(torch.from_numpy(OBS_2), torch.from_numpy(ACT_2), torch.zeros(2), torch.zeros(2, OBS),
                   torch.zeros(2))
     expected = known_min_q(OBS_2, ACT_2) - known_min_q(OBS_2, PI_2)
@@ -70,8 +70,8 @@ def test_actor_loss_is_weighted_negative_log_likelihood(monkeypatch) -> None:
 def test_td_target_has_no_entropy_term(monkeypatch) -> None:
     algo = make_awac(gamma=0.9)
     algo.critic_target = KnownQ()
-    monkeypatch.setattr(algo.actor, "sample",
-                        lambda obs, noise=None: (torch.from_numpy(PI_2), torch.tensor([-5.0, 7.0])))
+    # The TD target draws a' without its log-probability (AWAC has no entropy term).
+    monkeypatch.setattr(algo.actor, "action_from", lambda dist, noise=None: torch.from_numpy(PI_2))
     batch = Batch(torch.zeros(2, OBS), torch.zeros(2, ACT), torch.tensor([1.0, -1.0]),
                   torch.from_numpy(OBS_2), torch.tensor([0.0, 1.0]))
     next_q = known_min_q(OBS_2, PI_2)
