@@ -101,7 +101,8 @@ def our_config(name: str) -> Any:
     return make_config(name, OVERRIDES[name])
 
 
-def our_stepper(name: str, data: Transitions, seed: int = 0, compile: bool = False) -> Callable[[], Any]:
+def our_stepper(name: str, data: Transitions, seed: int = 0, compile: bool = False, batch: int = BATCH
+                ) -> Callable[[], Any]:
     torch.manual_seed(seed)
     algo: Algorithm = get_algorithm(name)(our_config(name), data.obs.shape[1], data.act.shape[1])
     if compile:
@@ -109,7 +110,7 @@ def our_stepper(name: str, data: Transitions, seed: int = 0, compile: bool = Fal
     buffer = ReplayBuffer(len(data.obs), data.obs.shape[1], data.act.shape[1])
     buffer.add_batch(data.obs, data.act, data.rew, data.next_obs, data.terminals)
     gen = torch.Generator().manual_seed(seed)
-    return lambda: algo.update(buffer.sample(BATCH, gen))
+    return lambda: algo.update(buffer.sample(batch, gen))
 
 
 def vectorized_steppers(name: str, data: Transitions, seeds: int, device: str = "cpu"
