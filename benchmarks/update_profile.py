@@ -10,7 +10,8 @@ time of its matmul kernels (aten::mm/addmm/bmm/baddbmm) under torch's profiler o
 such pairs interleaved, medians); and the summed time of the same shapes run alone (`throughput.roofline`).
 `rest_ms` is everything but the matmuls (elementwise ops, autograd, Adam, sampling, Python); `ceiling` =
 isolated matmul time / in-situ matmul time is the roofline fraction the update would reach if the rest cost
-nothing. The rest at a small batch is the update's fixed per-call cost, which one update cannot amortise.
+nothing. The rest at a small batch is the update's fixed per-call cost, which one update cannot amortise;
+`ops_per_update` counts the ATen ops one update dispatches (a TorchDispatchMode), each a share of that cost.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput as tp  # noqa: E402  (the benchmark's configs, data, FLOP tables and roofline)
@@ -32,7 +34,7 @@ from suite.errors import UserError  # noqa: E402
 
 MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"})
 KEYS = ("algorithm", "batch", "update_ms", "matmul_in_situ_ms", "rest_ms", "matmul_isolated_ms",
-        "roofline_fraction", "ceiling")
+        "roofline_fraction", "ceiling", "ops_per_update")
 
 
 def cpu_seconds_per_call(step: Callable[[], Any], n: int) -> float:
@@ -50,6 +52,25 @@ def matmul_seconds_in_situ(step: Callable[[], Any], n: int) -> float:
     return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / n / 1e6
 
 
+class _OpCounter(TorchDispatchMode):
+    """Counts the ATen ops dispatched to kernels (forward, autograd backward and optimiser alike)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def dispatched_ops(step: Callable[[], Any]) -> int:
+    """ATen ops one call of `step` dispatches: each costs a fixed dispatcher/autograd/Python overhead."""
+    with _OpCounter() as counter:
+        step()
+    return counter.count
+
+
 def profile_row(name: str, batch: int, data: tp.Transitions, updates: int, cache: dict) -> dict[str, Any]:
     step = tp.our_stepper(name, data, batch=batch)
     for _ in range(max(1, updates // 2)):  # warm-up
@@ -62,7 +83,8 @@ def profile_row(name: str, batch: int, data: tp.Transitions, updates: int, cache
     isolated = tp.roofline(tp.network_passes(name, tp.our_config(name)), cache, batch=batch)["matmul_seconds"]
     return {"algorithm": name, "batch": batch, "update_ms": 1e3 * update, "matmul_in_situ_ms": 1e3 * in_situ,
             "rest_ms": 1e3 * (update - in_situ), "matmul_isolated_ms": 1e3 * isolated,
-            "roofline_fraction": isolated / update, "ceiling": isolated / in_situ}
+            "roofline_fraction": isolated / update, "ceiling": isolated / in_situ,
+            "ops_per_update": dispatched_ops(step)}
 
 
 def profile_table(algos: list[str], batches: list[int], updates: int = 100,

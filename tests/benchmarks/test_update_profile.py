@@ -33,6 +33,12 @@ def test_only_matmul_kernels_count_as_matmul_time(up) -> None:
     assert up.matmul_seconds_in_situ(lambda: torch.baddbmm(ensemble, ensemble, ensemble), 3) > 0.0
 
 
+def test_dispatched_ops_counts_each_kernel_call(up) -> None:
+    a = torch.randn(8, 8)
+    assert up.dispatched_ops(lambda: torch.relu(a @ a)) == 2  # mm, relu
+    assert up.dispatched_ops(lambda: torch.relu(a @ a).add_(1.0).sum()) == 4
+
+
 def test_rows_split_the_update_into_matmuls_and_the_rest(up) -> None:
     rows = up.profile_table(["iql", "awac"], [8, 32], updates=2, n_transitions=2_000)
     assert [(r["algorithm"], r["batch"]) for r in rows] == [("iql", 8), ("iql", 32), ("awac", 8), ("awac", 32)]
@@ -42,6 +48,7 @@ def test_rows_split_the_update_into_matmuls_and_the_rest(up) -> None:
         assert r["rest_ms"] == pytest.approx(r["update_ms"] - r["matmul_in_situ_ms"])
         assert r["ceiling"] == pytest.approx(r["matmul_isolated_ms"] / r["matmul_in_situ_ms"])
         assert r["roofline_fraction"] == pytest.approx(r["matmul_isolated_ms"] / r["update_ms"])
+        assert r["ops_per_update"] > 100  # forward, backward and Adam of four networks
     # the isolated time is the roofline's: a bigger batch means bigger matmuls
     assert rows[1]["matmul_isolated_ms"] > rows[0]["matmul_isolated_ms"]
 
