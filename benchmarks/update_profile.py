@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,6 @@ from suite.errors import UserError  # noqa: E402
 MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"})
 KEYS = ("algorithm", "batch", "update_ms", "matmul_in_situ_ms", "rest_ms", "matmul_isolated_ms",
         "roofline_fraction", "ceiling", "ops_per_update")
-
-
-def cpu_seconds_per_call(step: Callable[[], Any], n: int) -> float:
-    start = time.process_time()
-    for _ in range(n):
-        step()
-    return (time.process_time() - start) / n
 
 
 def matmul_seconds_in_situ(step: Callable[[], Any], n: int) -> float:
@@ -77,7 +69,7 @@ def profile_row(name: str, batch: int, data: tp.Transitions, updates: int, cache
         step()
     timed, profiled = [], []
     for _ in range(3):  # interleaved, so a load change hits both
-        timed.append(cpu_seconds_per_call(step, updates))
+        timed.append(1.0 / tp.time_calls(step, updates)[1])  # CPU seconds per call
         profiled.append(matmul_seconds_in_situ(step, updates))
     update, in_situ = statistics.median(timed), statistics.median(profiled)
     isolated = tp.roofline(tp.network_passes(name, tp.our_config(name)), cache, batch=batch)["matmul_seconds"]
