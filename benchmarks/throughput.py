@@ -650,39 +650,48 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_cli(body: Callable[[], None]) -> int:
+    """Run a benchmark script's `body`: exit status 0, or 2 with the one-line message of a UserError."""
     try:
-        args = parse_args(argv)
-        if not args.no_d3rlpy:
-            import_d3rlpy()
-        training_process()
-        load_before = os.getloadavg()
-        rows = throughput_table(args.algos, args.updates, args.warmup, args.repeats, not args.no_d3rlpy,
-                                with_compile=args.compile)
-        print(markdown_table(rows, ROW_KEYS + (("compiled_upd_s", "compiled_ratio") if args.compile else ())))
-        vec_rows = None
-        if args.vectorize_seeds:
-            vec_algos = [a for a in args.algos if get_algorithm(a)(our_config(a), 1, 1).vectorizable]
-            vec_rows = vectorize_table(vec_algos, args.vectorize_seeds, args.updates // args.vectorize_seeds,
-                                       args.warmup, args.repeats, args.device)
-            print(markdown_table(vec_rows, tuple(vec_rows[0]) if vec_rows else ()))
-        peak = matmul_peak(args.repeats)
-        print("matmul GFLOP/s for scale: " + ", ".join(f"{k} {v:.1f}" for k, v in peak.items()))
-        e2e = None if args.no_e2e else end_to_end(E2EConfig(algo=args.e2e_algo, dataset=args.e2e_dataset))
-        if e2e:
-            print(e2e_report(e2e))
-        load_after = os.getloadavg()
-        print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
-        if args.json:
-            write_json(args.json, {"argv": sys.argv[1:] if argv is None else argv, "rows": rows,
-                                   "vectorized": vec_rows, "e2e": e2e,
-                                   "matmul_peak_gflop_s": peak, "threads": torch.get_num_threads(),
-                                   "torch": torch.__version__, "load_before": load_before,
-                                   "load_after": load_after})
+        body()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> None:
+    args = parse_args(argv)
+    if not args.no_d3rlpy:
+        import_d3rlpy()
+    training_process()
+    load_before = os.getloadavg()
+    rows = throughput_table(args.algos, args.updates, args.warmup, args.repeats, not args.no_d3rlpy,
+                            with_compile=args.compile)
+    print(markdown_table(rows, ROW_KEYS + (("compiled_upd_s", "compiled_ratio") if args.compile else ())))
+    vec_rows = None
+    if args.vectorize_seeds:
+        vec_algos = [a for a in args.algos if get_algorithm(a)(our_config(a), 1, 1).vectorizable]
+        vec_rows = vectorize_table(vec_algos, args.vectorize_seeds, args.updates // args.vectorize_seeds,
+                                   args.warmup, args.repeats, args.device)
+        print(markdown_table(vec_rows, tuple(vec_rows[0]) if vec_rows else ()))
+    peak = matmul_peak(args.repeats)
+    print("matmul GFLOP/s for scale: " + ", ".join(f"{k} {v:.1f}" for k, v in peak.items()))
+    e2e = None if args.no_e2e else end_to_end(E2EConfig(algo=args.e2e_algo, dataset=args.e2e_dataset))
+    if e2e:
+        print(e2e_report(e2e))
+    load_after = os.getloadavg()
+    print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
+    if args.json:
+        write_json(args.json, {"argv": sys.argv[1:] if argv is None else argv, "rows": rows,
+                               "vectorized": vec_rows, "e2e": e2e,
+                               "matmul_peak_gflop_s": peak, "threads": torch.get_num_threads(),
+                               "torch": torch.__version__, "load_before": load_before,
+                               "load_after": load_after})
 
 
 if __name__ == "__main__":

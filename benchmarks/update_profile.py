@@ -111,16 +111,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def body() -> None:
         args = parse_args(argv)
         rows = profile_table(args.algos, args.batches, args.updates)
         print(tp.markdown_table(rows, KEYS))
         if args.json:
             tp.write_json(args.json, {"argv": sys.argv[1:] if argv is None else argv, "rows": rows})
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return tp.run_cli(body)
 
 
 if __name__ == "__main__":
