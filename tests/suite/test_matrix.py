@@ -226,3 +226,10 @@ def test_shipped_experiments_validate() -> None:
     schedules = {c.overrides["schedule"] for c in ablation.cells()}
     assert schedules == {"constant", "linear", "exponential", "cosine", "step", "adaptive"}
     assert len(ablation.cells()) == (2 * 3 + 3 * 3 * 3 + 3 * 3) * 2 * 3
+    switch = load_matrix(EXPERIMENTS / "switch.toml")
+    assert switch.datasets == ["local:halfcheetah-medium-replay", "local:hopper-medium"]
+    assert (switch.budget["offline_steps"], switch.budget["online_steps"]) == (100_000, 50_000)
+    assert switch.budget["eval_interval"] == 5_000 and len(switch.cells()) == 4 * 2 * 2
+    shipped = {p.name for p in EXPERIMENTS.glob("*.toml")}
+    assert shipped == {"quickstart.toml", "paper_table.toml", "local_table.toml", "ablation_schedule.toml",
+                       "switch.toml"}, f"a shipped matrix file has no check here: {sorted(shipped)}"
