@@ -101,7 +101,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_matrix(
         matrix, workers=args.workers, backend=args.backend, address=args.address, force=args.force,
         tracking_uri=args.tracking_uri, results_dir=Path(os.environ.get("BAQ_RESULTS_DIR", "results")),
-        vectorize_seeds=args.vectorize_seeds,
+        vectorize_seeds=args.vectorize_seeds, threads=args.threads,
     )
 
 
@@ -146,6 +146,8 @@ def _cmd_algos(args: argparse.Namespace) -> int:
 def _set_threads(n: int) -> None:
     import torch
 
+    if n < 1:
+        raise UserError(f"threads must be >= 1, got {n}")
     torch.set_num_threads(n)
 
 
@@ -201,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--vectorize-seeds", action="store_true",
                    help="train the seeds of each cell group as one batched network, one job per group "
                         "(for GPUs; iql, cql; other algorithms run as usual)")
+    r.add_argument("--threads", type=int, default=1,
+                   help="torch threads per worker (default 1: the most updates per core; more finish a "
+                        "matmul-bound cell such as CQL sooner when cells are fewer than cores)")
     r.add_argument("--tracking-uri", default=None)
     r.set_defaults(func=_cmd_run)
 

@@ -282,13 +282,15 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker_loop(jobs: Any, events: Any, parent_pid: int) -> None:
+def _worker_loop(jobs: Any, events: Any, parent_pid: int, threads: int) -> None:
     """A worker process: trains the cells the runner sends, one at a time, until it gets None. Workers live
     for the whole matrix because a fresh process pays seconds of imports (torch, MLflow) per cell."""
     _die_with_parent(parent_pid)
     import torch
 
-    torch.set_num_threads(1)  # parallelism comes from processes; threads would oversubscribe the cores
+    # Parallelism comes from processes (one thread each by default); `threads` > 1 is for matmul-bound cells
+    # when there are fewer cells than cores (run_matrix).
+    torch.set_num_threads(threads)
     while True:
         try:
             job = jobs.recv()
@@ -312,10 +314,10 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 class _Worker:
-    def __init__(self, ctx: Any, events: Any) -> None:
+    def __init__(self, ctx: Any, events: Any, threads: int) -> None:
         receive, self.send = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_worker_loop, args=(receive, events, os.getpid()), daemon=True,
-                                name="baq-cell-worker")
+        self.proc = ctx.Process(target=_worker_loop, args=(receive, events, os.getpid(), threads),
+                                daemon=True, name="baq-cell-worker")
         self.proc.start()
         receive.close()  # the child holds its own copy; closing ours lets it see EOF if we die
         self.cells: set[str] = set()  # the cells of its job not reported done yet
@@ -351,13 +353,13 @@ def _drain(events: Any, board: ProgressBoard, done: set[str], wait_s: float) -> 
         pass
 
 
-def _run_local(jobs: list[Job], workers: int, board: ProgressBoard) -> None:
-    """`workers` processes, each given one cell at a time. A worker that dies without reporting (segfault,
-    OOM kill) fails only the cell it held and is replaced."""
+def _run_local(jobs: list[Job], workers: int, board: ProgressBoard, threads: int = 1) -> None:
+    """`workers` processes of `threads` torch threads, each given one cell at a time. A worker that dies
+    without reporting (segfault, OOM kill) fails only the cell it held and is replaced."""
     ctx = mp.get_context("spawn")  # fork would copy the runner's threads and any CUDA state
     events = ctx.Queue()
     pending, done = deque(jobs), set()
-    pool: list[Any] = [_Worker(ctx, events) for _ in range(workers)]
+    pool: list[Any] = [_Worker(ctx, events, threads) for _ in range(workers)]
     try:
         while pending or any(w.cells for w in pool):
             for w in pool:
@@ -378,7 +380,7 @@ def _run_local(jobs: list[Job], workers: int, board: ProgressBoard) -> None:
                 w.cells = set()
                 w.proc.join()
                 w.send.close()
-                pool[i] = _Worker(ctx, events) if pending else None
+                pool[i] = _Worker(ctx, events, threads) if pending else None
             pool = [w for w in pool if w is not None]
     except KeyboardInterrupt:
         # Ctrl-C in a terminal reaches the workers too, and they end their runs as KILLED. A SIGINT sent to
@@ -405,10 +407,10 @@ def _wait(pool: list[Any], seconds: float) -> None:
         w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
-def _ray_job(job: Job, events: Any) -> dict[str, dict[str, Any]]:
+def _ray_job(job: Job, events: Any, threads: int = 1) -> dict[str, dict[str, Any]]:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
 
     def report(kind: str, payload: dict[str, Any], cell_hash: str) -> None:
         with contextlib.suppress(Exception):  # a full or gone queue must not fail the cell
@@ -425,8 +427,9 @@ def import_ray() -> Any:
     return ray
 
 
-def _run_ray(jobs: list[Job], workers: int | None, address: str | None, board: ProgressBoard) -> None:
-    """The same cells as Ray tasks (1 CPU each, 1 GPU for cuda cells). Needs the suite installed, the
+def _run_ray(jobs: list[Job], workers: int | None, address: str | None, board: ProgressBoard,
+             threads: int = 1) -> None:
+    """The same cells as Ray tasks (`threads` CPUs each, 1 GPU for cuda cells). Needs the suite installed, the
     datasets and the tracking store reachable on every node (docs/runner.md)."""
     ray = import_ray()
     started_here = not ray.is_initialized()
@@ -443,7 +446,7 @@ def _run_ray(jobs: list[Job], workers: int | None, address: str | None, board: P
             while pending and len(in_flight) < limit:
                 job = pending.popleft()
                 gpus = 1 if job_device(job).startswith("cuda") else 0
-                in_flight[task.options(num_cpus=1, num_gpus=gpus).remote(job, events)] = job
+                in_flight[task.options(num_cpus=threads, num_gpus=gpus).remote(job, events, threads)] = job
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.2)
             _drain_ray(events, board, done)
             for ref in ready:
@@ -492,15 +495,21 @@ def run_matrix(
     results_dir: Path = Path("results"),
     live: bool = True,
     vectorize_seeds: bool = False,
+    threads: int = 1,
 ) -> int:
     """Train every cell that is not finished; 0 when every cell of the matrix ends FINISHED, 1 otherwise.
-    `vectorize_seeds`: cells that differ only in the seed train as one batched network (suite.seed_groups)."""
+    `vectorize_seeds`: cells that differ only in the seed train as one batched network (suite.seed_groups).
+    `threads`: torch threads per worker (Ray: CPUs per task). One is the most updates per core; more finish
+    each matmul-bound cell (CQL) sooner when cells are fewer than cores (docs/runner.md). The local default
+    of workers is then cores // threads."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
     if backend == "ray":
         import_ray()  # fail before any work when the extra is missing
     if workers is not None and workers < 1:
         raise UserError(f"workers must be >= 1, got {workers}")
+    if threads < 1:
+        raise UserError(f"threads must be >= 1, got {threads}")
     if backend == "local" and address:
         raise UserError("--address is for --backend ray only")
     results_dir = Path(results_dir).resolve()
@@ -509,7 +518,7 @@ def run_matrix(
     client, experiment_id = open_store(uri, matrix.name)
     existing = {} if force else runs_by_cell(client, experiment_id)
 
-    n_workers = workers or (default_workers() if backend == "local" else len(cells))
+    n_workers = workers or (max(1, default_workers() // threads) if backend == "local" else len(cells))
     board = ProgressBoard(cells, matrix.name, workers=n_workers, live=live)
     finished_before = 0
     for cell in cells:
@@ -527,9 +536,9 @@ def run_matrix(
         jobs = group_jobs(jobs)  # type: ignore[arg-type]
     with board:
         if jobs and backend == "local":
-            _run_local(jobs, min(n_workers, len(jobs)), board)
+            _run_local(jobs, min(n_workers, len(jobs)), board, threads)
         elif jobs:
-            _run_ray(jobs, workers, address, board)
+            _run_ray(jobs, workers, address, board, threads)
     # Cells another runner held may have finished meanwhile: count them as what they are now.
     elsewhere = [h for h, s in board.cells.items() if s.state == ELSEWHERE]
     if elsewhere:

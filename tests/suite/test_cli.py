@@ -35,6 +35,7 @@ def test_console_script_is_installed() -> None:
         (["algos", "dqn"], "unknown algorithm 'dqn'"),
         (["train", "--set", "actor_dropout=0.1", "--vectorize-seeds", "2"], "not available for algorithm 'iql'"),
         (["train", "--vectorize-seeds", "1"], "--vectorize-seeds must be >= 2, got 1"),
+        (["train", "--threads", "0"], "threads must be >= 1, got 0"),
     ],
 )
 def test_bad_input_is_one_line_error(argv: list[str], message: str, capsys: pytest.CaptureFixture,

@@ -266,9 +266,23 @@ def test_bad_runner_arguments_are_user_errors(tiny_dataset_id: str, tmp_path: Pa
         run_matrix(matrix, workers=1, backend="slurm")
     with pytest.raises(UserError, match="workers must be >= 1, got 0"):
         run_matrix(matrix, workers=0)
+    with pytest.raises(UserError, match="threads must be >= 1, got 0"):
+        run_matrix(matrix, workers=1, threads=0)
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(UserError, match=r"pip install 'baq-suite\[ray\]'"):
         run_matrix(matrix, workers=1, backend="ray")
+
+
+def test_threads_per_worker_reach_the_cells(tiny_dataset_id: str, tmp_path: Path) -> None:
+    """`threads` sets each worker's torch threads (recorded in the run's device tag); one is the default."""
+    results, uri = store(tmp_path)
+    for name, threads in (("one", 1), ("two", 2)):
+        path = write_matrix(tmp_path / f"{name}.toml", name, tiny_dataset_id, "seeds = [0]\n" + SHORT_BUDGET)
+        kwargs = {"threads": threads} if threads > 1 else {}
+        assert run_matrix(load_matrix(path), workers=1, tracking_uri=uri, results_dir=results, live=False,
+                          **kwargs) == 0
+        (run,) = runs_of(uri, name).values()
+        assert run[0].data.tags["device"] == f"cpu ({threads} thread)"
 
 
 def test_ray_backend_trains_the_same_cells(reference: dict[str, Any], tmp_path: Path) -> None:
