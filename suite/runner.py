@@ -561,9 +561,10 @@ def print_dry_run(matrix: Matrix) -> None:
 def matrix_status(
     matrix: Matrix, tracking_uri: str | None = None, results_dir: Path | None = None
 ) -> int:
-    """Print every cell's state from MLflow (finished / running / interrupted / failed / missing) with its
-    end-of-offline and final scores. 0 when every cell is finished, 1 otherwise. `results_dir` defaults
-    to $BAQ_RESULTS_DIR, else ./results (where `baq run` put the cells)."""
+    """Print every cell's state from MLflow (finished / running / interrupted / failed / missing), how far it
+    got (the last step it logged, of its total), and its end-of-offline and final scores. 0 when every cell is
+    finished, 1 otherwise. `results_dir` defaults to $BAQ_RESULTS_DIR, else ./results (where `baq run` put
+    the cells)."""
     results_dir = Path(results_dir or os.environ.get("BAQ_RESULTS_DIR", "results")).resolve()
     uri = resolve_tracking_uri(tracking_uri, results_dir)
     client, experiment_id = open_store(uri, matrix.name, create=False)
@@ -571,22 +572,25 @@ def matrix_status(
     rows, states = [], []
     for cell in matrix.cells():
         cell_runs_ = sorted(runs.get(cell.hash, []), key=lambda r: r.info.start_time or 0)
-        state, offline, final, note, run_id = "missing", "", "", "", ""
+        state, steps, offline, final, note, run_id = "missing", "", "", "", "", ""
         if cell_runs_:
             finished = [r for r in cell_runs_ if r.info.status == "FINISHED"]
             run = finished[-1] if finished else cell_runs_[-1]
             run_id = run.info.run_id
             state = _run_state(run, cell_dir(results_dir, matrix.name, cell.hash))
             scores = {m.step: m.value for m in client.get_metric_history(run_id, "eval/normalized_score")}
+            # The loop logs its throughput every log_interval steps and at the last one: the cell's progress.
+            logged = [m.step for m in client.get_metric_history(run_id, "perf/updates_per_s")]
+            steps = f"{max(logged, default=0)}/{cell.total_steps}"
             offline = _fmt(scores.get(cell.config.offline_steps)) if cell.config.offline_steps else ""
             final = _fmt(scores.get(cell.total_steps)) if state == "finished" else ""
             note = run.data.tags.get("baq.error", "")[:80] if state == "failed" else ""
         states.append(state)
         rows.append([cell.algo, cell.dataset, str(cell.seed), cell.overrides_json if cell.overrides else "-",
-                     cell.hash, state, offline, final, run_id, note])
+                     cell.hash, state, steps, offline, final, run_id, note])
     print(f"matrix {matrix.name}: store {uri}")
-    print(format_table(["algo", "dataset", "seed", "overrides", "cell", "state", "offline", "final", "run",
-                        "error"], rows))
+    print(format_table(["algo", "dataset", "seed", "overrides", "cell", "state", "steps", "offline", "final",
+                        "run", "error"], rows))
     counts = {s: states.count(s) for s in ("finished", "running", "interrupted", "failed", "missing")}
     print(f"{len(states)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return 0 if counts["finished"] == len(states) else 1

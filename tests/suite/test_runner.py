@@ -119,7 +119,7 @@ def test_two_runners_at_once_never_duplicate_a_cell(reference: dict[str, Any]) -
 
 
 def test_kill_9_mid_matrix_then_rerun_resumes_the_same_runs_exactly(
-    reference: dict[str, Any], tmp_path: Path
+    reference: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     matrix = load_matrix(reference["matrix"])
     results, uri = store(tmp_path)
@@ -143,6 +143,18 @@ def test_kill_9_mid_matrix_then_rerun_resumes_the_same_runs_exactly(
     interrupted = runs_of(uri, matrix.name)
     assert any(r.info.status != "FINISHED" for rs in interrupted.values() for r in rs), "killed too late"
     before = {h: rs[0].info.run_id for h, rs in interrupted.items()}
+    # `baq status` shows how far each interrupted cell got: at least to its checkpoint (metrics are flushed
+    # before a checkpoint is written), short of the end.
+    assert matrix_status(matrix, uri, results) == 1
+    lines = {h: line.split() for line in capsys.readouterr().out.splitlines() for h in before if h in line}
+    checked = 0
+    for cell_hash, path in zip([c.hash for c in matrix.cells()], checkpoints, strict=True):
+        words = lines.get(cell_hash)
+        if words and words[words.index(cell_hash) + 1] == "interrupted" and path.exists():
+            done, total = map(int, words[words.index(cell_hash) + 2].split("/"))
+            assert total == 160 and 20 <= done < 160, words
+            checked += 1
+    assert checked, f"no interrupted cell with a checkpoint in {lines}"
 
     assert run_matrix(matrix, workers=2, tracking_uri=uri, results_dir=results, live=False) == 0
     resumed = assert_each_cell_once_finished(uri, reference["matrix"])
@@ -188,12 +200,14 @@ def test_failing_cells_are_failed_with_reason_others_finish(
     assert runs[broken_too.hash][0].info.status == "FAILED"
 
     assert matrix_status(matrix, uri, results) == 1
-    status = {}
+    status, steps = {}, {}
     for line in capsys.readouterr().out.splitlines():
         words = line.split()
         hashes = (good.hash, locked.hash, broken.hash)
         status.update({h: words[words.index(h) + 1] for h in hashes if h in words})
+        steps.update({h: words[words.index(h) + 2] for h in (good.hash, broken.hash) if h in words})
     assert status == {good.hash: "finished", locked.hash: "missing", broken.hash: "failed"}
+    assert steps == {good.hash: "50/50", broken.hash: "0/50"}  # the broken cell failed before its first step
 
     # A retry continues the failed cell's own run (still one run); the freed cell trains now.
     outcome = execute_cell(job(broken, results, uri), lambda *_: None)
