@@ -95,6 +95,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from suite.runner import print_dry_run, run_matrix
 
     matrix = load_matrix(Path(args.file))
+    if args.only:
+        matrix = matrix.restrict(args.only)
     if args.dry_run:
         print_dry_run(matrix)
         return 0
@@ -109,7 +111,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from suite.matrix import load_matrix
     from suite.runner import matrix_status
 
-    return matrix_status(load_matrix(Path(args.file)), args.tracking_uri)
+    matrix = load_matrix(Path(args.file))
+    return matrix_status(matrix.restrict(args.only) if args.only else matrix, args.tracking_uri)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -161,6 +164,10 @@ def _uri(uri: str | None) -> str:
     return uri or default_tracking_uri()
 
 
+ONLY_HELP = ("only the cells with this algo, dataset or seed (comma-separated alternatives; repeat for "
+             "several keys), e.g. --only algo=cql --only seed=0,1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="baq", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -206,11 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=1,
                    help="torch threads per worker (default 1: the most updates per core; more finish a "
                         "matmul-bound cell such as CQL sooner when cells are fewer than cores)")
+    r.add_argument("--only", action="append", default=[], metavar="KEY=VALUE", help=ONLY_HELP)
     r.add_argument("--tracking-uri", default=None)
     r.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("status", help="show a matrix's state from MLflow")
     s.add_argument("file")
+    s.add_argument("--only", action="append", default=[], metavar="KEY=VALUE", help=ONLY_HELP)
     s.add_argument("--tracking-uri", default=None)
     s.set_defaults(func=_cmd_status)
 

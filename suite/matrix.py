@@ -8,6 +8,7 @@ cell in a rerun — or reached through a different file layout — is recognised
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -105,6 +106,33 @@ class Matrix:
                         seen[cell.hash] = cell
                         cells.append(cell)
         return cells
+
+    def restrict(self, only: list[str]) -> Matrix:
+        """The same matrix narrowed to some algorithms, datasets and seeds (`baq run/status --only`), e.g.
+        ["algo=cql", "seed=0,1"]: a key's comma-separated values are alternatives, several keys must all
+        match. Name, budget and overrides stay, so the cells keep their hashes, MLflow runs and directories and
+        the full file's report includes them. A key or value the file does not have is a `UserError`."""
+        axes = {"algo": [str(a) for a in self.algorithms], "dataset": [str(d) for d in self.datasets],
+                "seed": [str(s) for s in self.seeds]}
+        chosen: dict[str, set[str]] = {}
+        for item in only:
+            key, sep, values = item.partition("=")
+            key = key.strip()
+            if not sep or key not in axes:
+                raise UserError(f"--only expects KEY=VALUE[,VALUE...] with KEY one of {', '.join(axes)}, "
+                                f"got {item!r}")
+            wanted = {v.strip() for v in values.split(",")}
+            unknown = sorted(wanted - set(axes[key]))
+            if unknown:
+                raise UserError(f"--only {key}={','.join(unknown)}: not in {self.path}; its {key}s: "
+                                f"{', '.join(axes[key])}")
+            chosen[key] = chosen.get(key, wanted) & wanted
+        kept = {key: [v for v in values if key not in chosen or str(v) in chosen[key]]
+                for key, values in (("algo", self.algorithms), ("dataset", self.datasets), ("seed", self.seeds))}
+        if not all(kept.values()):
+            raise UserError(f"--only {' '.join(only)} leaves no cell of {self.path}")
+        return dataclasses.replace(self, algorithms=kept["algo"], datasets=kept["dataset"], seeds=kept["seed"],
+                                   _cells=None)
 
     def _variants(self, algo: str) -> list[dict[str, Any]]:
         tables = self.sweeps.get(algo)

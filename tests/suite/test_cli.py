@@ -11,6 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from suite.cli import build_parser, main
 
+SWITCH = Path(__file__).resolve().parents[2] / "experiments" / "switch.toml"
+
 
 @pytest.mark.parametrize("sub", ["train", "run", "status", "report", "datasets", "algos"])
 def test_every_subcommand_has_help(sub: str, capsys: pytest.CaptureFixture) -> None:
@@ -36,6 +38,8 @@ def test_console_script_is_installed() -> None:
         (["train", "--set", "actor_dropout=0.1", "--vectorize-seeds", "2"], "not available for algorithm 'iql'"),
         (["train", "--vectorize-seeds", "1"], "--vectorize-seeds must be >= 2, got 1"),
         (["train", "--threads", "0"], "threads must be >= 1, got 0"),
+        (["run", str(SWITCH), "--only", "algo=ppo", "--dry-run"], "--only algo=ppo: not in "),
+        (["status", str(SWITCH), "--only", "seed"], "--only expects KEY=VALUE"),
     ],
 )
 def test_bad_input_is_one_line_error(argv: list[str], message: str, capsys: pytest.CaptureFixture,
@@ -45,6 +49,16 @@ def test_bad_input_is_one_line_error(argv: list[str], message: str, capsys: pyte
     assert code == 2
     assert err.startswith("baq: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_run_only_narrows_the_dry_run(capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", str(SWITCH), "--only", "algo=cql", "--only", "dataset=local:hopper-medium",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out[:-1] if line[:1].isdigit()]  # the last line is the count
+    assert [(r[1], r[2], r[3]) for r in rows] == [("cql", "local:hopper-medium", "0"),
+                                                  ("cql", "local:hopper-medium", "1")]
+    assert out[-1] == "2 cells"
 
 
 def test_algos_lists_defaults(capsys: pytest.CaptureFixture) -> None:

@@ -233,3 +233,39 @@ def test_shipped_experiments_validate() -> None:
     shipped = {p.name for p in EXPERIMENTS.glob("*.toml")}
     assert shipped == {"quickstart.toml", "paper_table.toml", "local_table.toml", "ablation_schedule.toml",
                        "switch.toml"}, f"a shipped matrix file has no check here: {sorted(shipped)}"
+
+
+# --- restricting a matrix (`--only`) ----------------------------------------------------------------------
+def test_restrict_keeps_the_selected_cells_and_their_identity(tmp_path: Path) -> None:
+    path = write(tmp_path, 'name = "sub"\n' + base('["iql", "cql", "awac"]',
+                 '["d4rl:hopper-medium-v2", "d4rl:walker2d-medium-v2"]', "[0, 1, 2]") + BUDGET
+                 + "[sweep.iql]\nexpectile = [0.7, 0.9]\n")
+    full = load_matrix(path)
+    by_hash = {c.hash: c for c in full.cells()}
+    sub = full.restrict(["algo=iql,cql", "seed=2", "dataset=d4rl:walker2d-medium-v2"])
+    cells = sub.cells()
+    assert [(c.algo, c.dataset, c.seed) for c in cells] == [
+        ("iql", "d4rl:walker2d-medium-v2", 2), ("iql", "d4rl:walker2d-medium-v2", 2),
+        ("cql", "d4rl:walker2d-medium-v2", 2)]
+    assert [c.overrides for c in cells] == [{"expectile": 0.7}, {"expectile": 0.9}, {}]
+    for cell in cells:  # same hash, same config: the same MLflow run and directory as in the full matrix
+        assert by_hash[cell.hash].config == cell.config
+    assert sub.name == full.name and sub.budget == full.budget
+    assert len(full.cells()) == (2 + 1 + 1) * 2 * 3  # the full matrix is left as it was
+    # a key given twice keeps the values in both
+    assert {c.algo for c in full.restrict(["algo=iql,cql", "algo=cql,awac"]).cells()} == {"cql"}
+
+
+@pytest.mark.parametrize(("only", "expected"), [
+    (["algo"], "--only expects KEY=VALUE[,VALUE...] with KEY one of algo, dataset, seed, got 'algo'"),
+    (["colour=red"], "with KEY one of algo, dataset, seed, got 'colour=red'"),
+    (["algo=ppo,iql"], "--only algo=ppo: not in "),
+    (["seed=5"], "its seeds: 0, 1"),
+    (["dataset=d4rl:ant-medium-v2"], "its datasets: d4rl:hopper-medium-v2"),
+    (["algo=iql", "algo=cql"], "--only algo=iql algo=cql leaves no cell of "),
+])
+def test_restrict_rejects_what_the_file_does_not_have(tmp_path: Path, only: list[str], expected: str) -> None:
+    matrix = load_matrix(write(tmp_path, base('["iql", "cql"]', seeds="[0, 1]") + BUDGET))
+    with pytest.raises(UserError) as info:
+        matrix.restrict(only)
+    assert expected in str(info.value) and "\n" not in str(info.value)

@@ -299,6 +299,23 @@ def test_threads_per_worker_reach_the_cells(tiny_dataset_id: str, tmp_path: Path
         assert run[0].data.tags["device"] == f"cpu ({threads} thread)"
 
 
+def test_only_some_cells_then_the_whole_matrix_skips_them(
+    tiny_dataset_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--only` trains a subset under the matrix's own name and hashes: the full file then skips it."""
+    results, uri = store(tmp_path)
+    full = load_matrix(write_matrix(tmp_path / "m.toml", "subset", tiny_dataset_id, "seeds = [0, 1]\n"
+                                    + SHORT_BUDGET))
+    assert run_matrix(full.restrict(["seed=1"]), workers=1, tracking_uri=uri, results_dir=results,
+                      live=False) == 0
+    (only,) = [c for c in full.cells() if c.seed == 1]
+    assert set(runs_of(uri, "subset")) == {only.hash}
+    capsys.readouterr()
+    assert run_matrix(full, workers=1, tracking_uri=uri, results_dir=results, live=False) == 0
+    assert "subset: 1/2 cells already finished, skipped" in capsys.readouterr().out
+    assert_each_cell_once_finished(uri, tmp_path / "m.toml")
+
+
 def test_ray_backend_trains_the_same_cells(reference: dict[str, Any], tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'baq-suite[ray]'")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
