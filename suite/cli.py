@@ -90,13 +90,18 @@ def _train_vectorized(cfg: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _load_matrix(args: argparse.Namespace) -> Any:
+    """The matrix file of `baq run` / `baq status`, narrowed by their `--only` options."""
     from suite.matrix import load_matrix
-    from suite.runner import print_dry_run, run_matrix
 
     matrix = load_matrix(Path(args.file))
-    if args.only:
-        matrix = matrix.restrict(args.only)
+    return matrix.restrict(args.only) if args.only else matrix
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from suite.runner import print_dry_run, run_matrix
+
+    matrix = _load_matrix(args)
     if args.dry_run:
         print_dry_run(matrix)
         return 0
@@ -108,11 +113,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from suite.matrix import load_matrix
     from suite.runner import matrix_status
 
-    matrix = load_matrix(Path(args.file))
-    return matrix_status(matrix.restrict(args.only) if args.only else matrix, args.tracking_uri)
+    return matrix_status(_load_matrix(args), args.tracking_uri)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

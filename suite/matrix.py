@@ -112,8 +112,7 @@ class Matrix:
         ["algo=cql", "seed=0,1"]: a key's comma-separated values are alternatives, several keys must all
         match. Name, budget and overrides stay, so the cells keep their hashes, MLflow runs and directories and
         the full file's report includes them. A key or value the file does not have is a `UserError`."""
-        axes = {"algo": [str(a) for a in self.algorithms], "dataset": [str(d) for d in self.datasets],
-                "seed": [str(s) for s in self.seeds]}
+        axes: dict[str, list[Any]] = {"algo": self.algorithms, "dataset": self.datasets, "seed": self.seeds}
         chosen: dict[str, set[str]] = {}
         for item in only:
             key, sep, values = item.partition("=")
@@ -122,13 +121,14 @@ class Matrix:
                 raise UserError(f"--only expects KEY=VALUE[,VALUE...] with KEY one of {', '.join(axes)}, "
                                 f"got {item!r}")
             wanted = {v.strip() for v in values.split(",")}
-            unknown = sorted(wanted - set(axes[key]))
+            listed = [str(v) for v in axes[key]]
+            unknown = sorted(wanted - set(listed))
             if unknown:
                 raise UserError(f"--only {key}={','.join(unknown)}: not in {self.path}; its {key}s: "
-                                f"{', '.join(axes[key])}")
+                                f"{', '.join(listed)}")
             chosen[key] = chosen.get(key, wanted) & wanted
         kept = {key: [v for v in values if key not in chosen or str(v) in chosen[key]]
-                for key, values in (("algo", self.algorithms), ("dataset", self.datasets), ("seed", self.seeds))}
+                for key, values in axes.items()}
         if not all(kept.values()):
             raise UserError(f"--only {' '.join(only)} leaves no cell of {self.path}")
         return dataclasses.replace(self, algorithms=kept["algo"], datasets=kept["dataset"], seeds=kept["seed"],
