@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from suite import stop
 from suite.errors import UserError
 
 
@@ -51,7 +52,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return _train_vectorized(cfg, args)
     run_dir = _train_run_dir(cfg, args.run_dir)
     _set_threads(args.threads)
-    with TrainProgress(cfg) as bar:
+    with stop.graceful(announce=True), TrainProgress(cfg) as bar:  # Ctrl-C / SIGTERM: checkpoint, then stop
         result = launch(cfg, args.experiment, run_dir, args.tracking_uri, progress=bar.update)
     print(f"offline normalized score: {_fmt(result.offline_score)}")
     print(f"online normalized score:  {_fmt(result.online_score)}")
@@ -80,7 +81,7 @@ def _train_vectorized(cfg: Any, args: argparse.Namespace) -> int:
     cfgs = [dataclasses.replace(cfg, seed=cfg.seed + k) for k in range(args.vectorize_seeds)]
     run_dirs = [Path(args.run_dir) / f"s{c.seed}" if args.run_dir else _train_run_dir(c, None) for c in cfgs]
     _set_threads(args.threads)
-    with TrainProgress(cfg) as bar:
+    with stop.graceful(announce=True), TrainProgress(cfg) as bar:
         results = launch_vectorized(cfgs, args.experiment, run_dirs, args.tracking_uri,
                                     progress=[bar.update] + [None] * (len(cfgs) - 1))  # the bar follows the first seed
     for c, result, run_dir in zip(cfgs, results, run_dirs, strict=True):
@@ -259,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"baq: error: {err}", file=sys.stderr)
         return 2
+    except stop.StopRequested as request:
+        print(f"baq: {request}; rerun the same command to continue", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("baq: interrupted", file=sys.stderr)
         return 130

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from suite.matrix import Cell
 
 PENDING, RUNNING, FINISHED, FAILED, ELSEWHERE = "pending", "running", "finished", "failed", "elsewhere"
+INTERRUPTED = "interrupted"  # stopped on request (suite.stop) at a checkpoint; the next run continues it
 
 
 @dataclass
@@ -123,6 +124,9 @@ class ProgressBoard:
         elif status == ELSEWHERE:
             s.state, s.detail = ELSEWHERE, outcome.get("detail", "locked by another runner")
             self._line(s, f"running elsewhere ({s.detail})")
+        elif status == INTERRUPTED:
+            s.state, s.detail = INTERRUPTED, outcome.get("detail", "stopped")
+            self._line(s, f"interrupted ({s.detail})")
         else:
             s.state, s.detail = FAILED, outcome.get("error", "unknown error")
             self._line(s, f"FAILED: {s.detail}")
@@ -130,7 +134,7 @@ class ProgressBoard:
 
     # --- summaries ---------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys((FINISHED, RUNNING, FAILED, ELSEWHERE, PENDING), 0)
+        out = dict.fromkeys((FINISHED, RUNNING, FAILED, ELSEWHERE, INTERRUPTED, PENDING), 0)
         for s in self.cells.values():
             out[s.state] += 1
         return out
@@ -191,19 +195,23 @@ class ProgressBoard:
     def summary(self) -> list[str]:
         c = self.counts()
         lines = [f"{self.title}: {len(self.cells)} cells: {c[FINISHED]} finished, {c[FAILED]} failed, "
-                 f"{c[ELSEWHERE]} running elsewhere, {c[PENDING] + c[RUNNING]} not run"]
+                 f"{c[ELSEWHERE]} running elsewhere, "
+                 + (f"{c[INTERRUPTED]} interrupted, " if c[INTERRUPTED] else "")
+                 + f"{c[PENDING] + c[RUNNING]} not run"]
         for h in self.order:
             s = self.cells[h]
             if s.state == FAILED:
                 lines.append(f"  failed: {s.cell.label} [{h}]: {s.detail}")
             elif s.state == ELSEWHERE:
                 lines.append(f"  running elsewhere: {s.cell.label} [{h}]: {s.detail}")
+            elif s.state == INTERRUPTED:
+                lines.append(f"  interrupted: {s.cell.label} [{h}]: {s.detail}")
         return lines
 
     def _line(self, s: CellState, text: str) -> None:
         if self.live:
             return
-        done = sum(1 for x in self.cells.values() if x.state in (FINISHED, FAILED, ELSEWHERE))
+        done = sum(1 for x in self.cells.values() if x.state in (FINISHED, FAILED, ELSEWHERE, INTERRUPTED))
         print(f"[{done}/{len(self.cells)}] {s.cell.label} [{s.cell.hash[:8]}] {text}",
               file=self.out, flush=True)
 

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from suite import stop
 from suite.errors import UserError
 from suite.launch import RUN_FILE, launch
 from suite.matrix import Cell, Matrix, format_dry_run, format_table
-from suite.progress import ELSEWHERE, FAILED, FINISHED, ProgressBoard
+from suite.progress import ELSEWHERE, FAILED, FINISHED, INTERRUPTED, ProgressBoard
 from suite.tracking import _client, check_tracking_uri, get_or_create_experiment
 from suite.train import CHECKPOINT
 
@@ -41,6 +42,9 @@ BACKENDS = ("local", "ray")
 LOCK_FILE = ".lock"
 RAY_INSTALL_HINT = "the ray backend needs Ray: pip install 'baq-suite[ray]' (or pip install 'ray[default]')"
 Report = Callable[[str, dict[str, Any]], None]
+# How long a stopping runner waits for its workers to checkpoint: the step in progress plus, at worst, an
+# evaluation (10 episodes of 1000 env steps) and the checkpoint write. Past it they are terminated.
+STOP_GRACE_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,10 @@ def job_device(job: Job) -> str:
 
 
 def execute_job(job: Job, report: Callable[[str, dict[str, Any], str], None]) -> dict[str, dict[str, Any]]:
-    """The outcome of every cell of `job`, by cell hash; lock or store trouble becomes a FAILED outcome."""
+    """The outcome of every cell of `job`, by cell hash; lock or store trouble becomes a FAILED outcome, a
+    stop request (suite.stop) an INTERRUPTED one."""
+    if stop.requested():
+        return {h: {"status": INTERRUPTED, "detail": "not started: stop requested"} for h in job_hashes(job)}
     try:
         if isinstance(job, CellJob):
             h = job.cell.hash
@@ -75,6 +82,8 @@ def execute_job(job: Job, report: Callable[[str, dict[str, Any], str], None]) ->
         from suite.seed_groups import execute_seed_group
 
         return execute_seed_group(job, report)
+    except stop.StopRequested as request:  # launch() has ended the run as KILLED; the checkpoint is saved
+        return {h: {"status": INTERRUPTED, "detail": str(request)} for h in job_hashes(job)}
     except Exception as exc:  # still tell the runner why
         return {h: {"status": FAILED, "error": one_line(exc)} for h in job_hashes(job)}
 
@@ -291,19 +300,22 @@ def _worker_loop(jobs: Any, events: Any, parent_pid: int, threads: int) -> None:
     # Parallelism comes from processes (one thread each by default); `threads` > 1 is for matmul-bound cells
     # when there are fewer cells than cores (run_matrix).
     torch.set_num_threads(threads)
-    while True:
-        try:
-            job = jobs.recv()
-        except (EOFError, KeyboardInterrupt):  # the runner is gone, or Ctrl-C while idle
-            return
-        if job is None:
-            return
+    # SIGINT/SIGTERM (Ctrl-C reaches the workers too; a stopping runner forwards SIGINT) finish the step,
+    # checkpoint and end the cell as interrupted. Repeats change nothing: the runner terminates stragglers.
+    with stop.graceful(force_on_repeat=False):
+        while not stop.requested():
+            try:
+                job = jobs.recv()
+            except EOFError:  # the runner is gone
+                return
+            if job is None:
+                return
 
-        def report(kind: str, payload: dict[str, Any], cell_hash: str) -> None:
-            events.put((kind, cell_hash, payload))
+            def report(kind: str, payload: dict[str, Any], cell_hash: str) -> None:
+                events.put((kind, cell_hash, payload))
 
-        for cell_hash, outcome in execute_job(job, report).items():
-            events.put(("done", cell_hash, outcome))
+            for cell_hash, outcome in execute_job(job, report).items():
+                events.put(("done", cell_hash, outcome))
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
@@ -327,6 +339,8 @@ class _Worker:
         self.send.send(job)
 
     def stop(self) -> None:
+        if self.send.closed:
+            return
         with contextlib.suppress(OSError):
             self.send.send(None)
         self.send.close()
@@ -383,14 +397,17 @@ def _run_local(jobs: list[Job], workers: int, board: ProgressBoard, threads: int
                 pool[i] = _Worker(ctx, events, threads) if pending else None
             pool = [w for w in pool if w is not None]
     except KeyboardInterrupt:
-        # Ctrl-C in a terminal reaches the workers too, and they end their runs as KILLED. A SIGINT sent to
-        # the runner alone is passed on, so that its workers do the same instead of being terminated.
-        _wait(pool, 2.0)
+        # Ctrl-C in a terminal reaches the workers too; a SIGINT or SIGTERM sent to the runner alone is passed
+        # on. Each busy worker checkpoints the step it is in and reports its cell interrupted; idle ones exit.
         for w in pool:
+            w.stop()
             if w.proc.is_alive() and w.proc.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.proc.pid, signal.SIGINT)
-        _wait(pool, 15.0)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while any(w.proc.is_alive() for w in pool) and time.monotonic() < deadline:
+            _drain(events, board, done, wait_s=0.2)
+        _drain(events, board, done, wait_s=0.2)
         raise
     finally:
         for w in pool:
@@ -416,7 +433,8 @@ def _ray_job(job: Job, events: Any, threads: int = 1) -> dict[str, dict[str, Any
         with contextlib.suppress(Exception):  # a full or gone queue must not fail the cell
             events.put_nowait((kind, cell_hash, payload))
 
-    return execute_job(job, report)
+    with stop.graceful(force_on_repeat=False):  # ray.cancel() interrupts a task with SIGINT
+        return execute_job(job, report)
 
 
 def import_ray() -> Any:
@@ -459,6 +477,23 @@ def _run_ray(jobs: list[Job], workers: int | None, address: str | None, board: P
                 _drain_ray(events, board, done)
                 for cell_hash, outcome in outcomes.items():
                     _handle(("done", cell_hash, outcome), board, done)
+    except KeyboardInterrupt:
+        # A plain cancel interrupts each task's main thread, which its stop handler turns into a checkpoint at
+        # the step in progress; the tasks then return their cells as interrupted.
+        for ref in in_flight:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=False)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while in_flight and time.monotonic() < deadline:
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                in_flight.pop(ref)
+                with contextlib.suppress(Exception):
+                    for cell_hash, outcome in ray.get(ref).items():
+                        _handle(("done", cell_hash, outcome), board, done)
+        with contextlib.suppress(Exception):
+            _drain_ray(events, board, done)
+        raise
     finally:
         for ref in in_flight:
             with contextlib.suppress(Exception):
@@ -534,11 +569,20 @@ def run_matrix(
         from suite.seed_groups import group_jobs
 
         jobs = group_jobs(jobs)  # type: ignore[arg-type]
-    with board:
-        if jobs and backend == "local":
-            _run_local(jobs, min(n_workers, len(jobs)), board, threads)
-        elif jobs:
-            _run_ray(jobs, workers, address, board, threads)
+    interrupted = False
+    with board, stop.sigterm_as_interrupt():
+        try:
+            if jobs and backend == "local":
+                _run_local(jobs, min(n_workers, len(jobs)), board, threads)
+            elif jobs:
+                _run_ray(jobs, workers, address, board, threads)
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        for line in board.summary():
+            print(line, flush=True)
+        print(f"{matrix.name}: stopped; rerun the same command to continue from the checkpoints", flush=True)
+        raise KeyboardInterrupt
     # Cells another runner held may have finished meanwhile: count them as what they are now.
     elsewhere = [h for h, s in board.cells.items() if s.state == ELSEWHERE]
     if elsewhere:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from suite import checkpoint
+from suite import checkpoint, stop
 from suite.algorithm import Algorithm, apply_overrides, config_dict, get_algorithm, make_config
 from suite.buffer import ReplayBuffer
 from suite.data import Dataset, check_dataset_id, load_dataset
@@ -173,10 +173,14 @@ def train(
 
 def training_loop(
     cfg: TrainConfig, sink: MetricsSink | None, run_dir: Path | None, progress: Progress | None,
+    stop_requested: Callable[[], bool] = stop.requested,
 ) -> Generator[Any, dict[str, torch.Tensor] | None, TrainResult]:
     """The loop as a generator, so that one driver can run several seeds in lockstep (suite.vectorize): it
     yields (algorithm, step it resumes from) once set up, then every batch to update on, and takes back the update's
-    metrics. Everything else (envs, evaluation, logging, checkpoints) stays here, once per run."""
+    metrics. Everything else (envs, evaluation, logging, checkpoints) stays here, once per run.
+
+    `stop_requested` is read after every step; when it is true the loop checkpoints that step and raises
+    suite.stop.StopRequested (see suite.stop for the signals that set it)."""
     cfg.validate()
     keep_freed_memory()
     sink = sink or MemorySink()
@@ -302,11 +306,18 @@ def training_loop(
         if step % cfg.eval_interval == 0 or step == cfg.offline_steps or step == total:
             run_eval(step)
             last_score = evals[-1]["normalized_score"]
-        if step % cfg.checkpoint_interval == 0 and step != total:
+        saved = step % cfg.checkpoint_interval == 0 and step != total
+        if saved:
             save_checkpoint(step)
         if progress and (step % cfg.log_interval == 0 or step == total):
             progress({"phase": "online" if online else "offline", "step": step, "total": total,
                       "updates_per_s": metrics["perf/updates_per_s"], "score": last_score})
+        if step != total and stop_requested():
+            # Between steps the state is whole: the checkpoint resumes exactly here (the test compares the
+            # resumed run with an uninterrupted one).
+            if not saved:
+                save_checkpoint(step)
+            raise stop.StopRequested(step, checkpointed=ckpt_path is not None)
 
     if total == 0 and not evals:
         run_eval(0)

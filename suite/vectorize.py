@@ -26,6 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from suite import stop
 from suite.algorithm import Algorithm, Batch, Inputs, get_algorithm, make_config
 from suite.errors import UserError
 from suite.tracking import MetricsSink
@@ -262,7 +263,11 @@ def train_vectorized(
     check_vectorizable_config(cfgs[0])
     slots = [_RngSlot(torch.device(c.device)) for c in cfgs]
     progress = progress or [None] * len(cfgs)
-    runs = [training_loop(c, sink, d, p) for c, sink, d, p in zip(cfgs, sinks, run_dirs, progress, strict=True)]
+    # One stop decision per lockstep step, read by every seed's loop: a signal landing between two seeds' checks
+    # must not leave their checkpoints at different steps.
+    stop_now = [False]
+    runs = [training_loop(c, sink, d, p, stop_requested=lambda: stop_now[0])
+            for c, sink, d, p in zip(cfgs, sinks, run_dirs, progress, strict=True)]
     algos, starts = [], []
     for run, slot in zip(runs, slots, strict=True):
         with slot:
@@ -276,7 +281,8 @@ def train_vectorized(
     results: list[TrainResult | None] = [None] * len(runs)
     metrics: list[dict[str, torch.Tensor] | None] = [None] * len(runs)
     while True:
-        batches, inputs = [], []
+        batches, inputs, stopped = [], [], []
+        stop_now[0] = stop.requested()
         for i, (run, slot) in enumerate(zip(runs, slots, strict=True)):
             with slot:
                 try:
@@ -284,6 +290,10 @@ def train_vectorized(
                     inputs.append(algos[i].update_inputs(batches[-1]))  # the draws a separate run would make
                 except StopIteration as finished:
                     results[i] = finished.value
+                except stop.StopRequested as request:  # this seed has checkpointed; let the others do so too
+                    stopped.append(request)
+        if stopped:
+            raise stopped[0]
         if len(batches) == 0:
             return results  # type: ignore[return-value]
         if len(batches) != len(runs):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from suite.checkpoint import load
 from suite.cli import build_parser, main
 
 SWITCH = Path(__file__).resolve().parents[2] / "experiments" / "switch.toml"
@@ -80,6 +83,35 @@ def test_train_end_to_end(tiny_dataset_id: str, tmp_path: Path, capsys: pytest.C
     (run,) = client.search_runs([client.get_experiment_by_name("cli").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["algo_params.expectile"] == "0.8"
     assert f"MLflow run {run.info.run_id}" in out
+
+
+def test_train_ctrl_c_checkpoints_and_the_same_command_continues(tiny_dataset_id: str, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = [sys.executable, "-m", "suite.cli", "train", "--dataset", tiny_dataset_id, "--offline-steps", "1000",
+               "--online-steps", "0", "--eval-interval", "1000", "--eval-episodes", "1", "--log-interval", "100",
+               "--checkpoint-interval", "100000", "--batch-size", "16", "--tracking-uri", uri,
+               "--run-dir", str(tmp_path / "run"), "--experiment", "stop"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "run.json").exists():  # written once the stop handlers are in place
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    step = load(tmp_path / "run" / "checkpoint.pt")["step"]  # no periodic checkpoint: the stop wrote it
+    assert 0 < step < 1000
+    assert f"baq: stopped on request after step {step} (checkpoint saved); rerun the same command" in err
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("stop").experiment_id])
+    assert run.info.status == "KILLED"
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    (run,) = client.search_runs([client.get_experiment_by_name("stop").experiment_id])  # the same run, finished
+    assert run.info.status == "FINISHED" and run.info.run_id in again.stdout
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/critic_loss")]
+    assert steps == list(range(100, 1001, 100))  # every logged step once: nothing was trained twice
 
 
 def test_train_vectorized_seeds(tiny_dataset_id: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from suite.checkpoint import load as load_checkpoint
 from suite.errors import UserError
 from suite.matrix import Cell, load_matrix
 from suite.progress import ProgressBoard
@@ -166,6 +167,58 @@ def test_kill_9_mid_matrix_then_rerun_resumes_the_same_runs_exactly(
         got = histories(uri, run.info.run_id)
         assert got == expected[cell_hash]
         assert {"eval/normalized_score", "train/critic_loss"} <= set(got)
+
+
+def test_sigterm_stops_every_cell_at_a_checkpoint_then_rerun_redoes_nothing(
+    reference: dict[str, Any], tmp_path: Path
+) -> None:
+    matrix = load_matrix(reference["matrix"])
+    results, uri = store(tmp_path)
+    log = tmp_path / "stopped.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "suite.cli", "run", str(reference["matrix"]), "--workers", "2",
+             "--tracking-uri", uri], stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+            env={**os.environ, "BAQ_RESULTS_DIR": str(results)})
+    checkpoints = {c.hash: cell_dir(results, matrix.name, c.hash) / CHECKPOINT for c in matrix.cells()}
+    deadline = time.monotonic() + 300
+    while not any(p.exists() for p in checkpoints.values()):
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGTERM)  # the runner only, as `kill` or a scheduler's preemption would
+    assert proc.wait(timeout=120) == 130, log.read_text()
+    text = log.read_text()
+    assert "rerun the same command to continue" in text, text
+    stopped = {}
+    for cell_hash, run in assert_runs(uri, matrix.name).items():
+        if run.info.status == "FINISHED":
+            continue
+        assert run.info.status == "KILLED", run.info.status
+        step = load_checkpoint(checkpoints[cell_hash])["step"]
+        assert f"stopped on request after step {step} (checkpoint saved)" in run.data.tags["baq.error"]
+        assert f"[{cell_hash[:8]}] interrupted (stopped on request after step {step}" in text, text
+        stopped[cell_hash] = run.info.run_id
+    assert stopped, "stopped too late: every cell had finished"
+
+    assert run_matrix(matrix, workers=2, tracking_uri=uri, results_dir=results, live=False) == 0
+    expected = {h: histories(reference["uri"], r.info.run_id) for h, r in
+                assert_each_cell_once_finished(reference["uri"], reference["matrix"]).items()}
+    client = MlflowClient(uri)
+    for cell_hash, run in assert_each_cell_once_finished(uri, reference["matrix"]).items():
+        assert histories(uri, run.info.run_id) == expected[cell_hash]
+        if cell_hash in stopped:
+            assert run.info.run_id == stopped[cell_hash]
+            # The stop lost no work, so no step was trained, and logged, twice (unlike after kill -9).
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/critic_loss")]
+            assert steps == sorted(set(steps)), steps
+
+
+def assert_runs(uri: str, experiment: str) -> dict[str, Any]:
+    """The one run of each cell."""
+    runs = runs_of(uri, experiment)
+    assert all(len(rs) == 1 for rs in runs.values()), runs
+    return {h: rs[0] for h, rs in runs.items()}
 
 
 def test_failing_cells_are_failed_with_reason_others_finish(
@@ -358,7 +411,8 @@ def test_board_counts_rates_and_eta(tiny_dataset_id: str, tmp_path: Path) -> Non
     board.finished(c, {"status": "elsewhere", "detail": "locked by pid 1 on x"})
     # 10 steps/s per cell; left: 20 of a + 50 of d, over min(2 workers, 2 cells) cells in parallel.
     assert board.eta_seconds() == pytest.approx((20 + 50) / (10.0 * 2))
-    assert board.counts() == {"finished": 0, "running": 1, "failed": 1, "elsewhere": 1, "pending": 1}
+    assert board.counts() == {"finished": 0, "running": 1, "failed": 1, "elsewhere": 1, "interrupted": 0,
+                              "pending": 1}
     assert board.header() == ("board: 0/4 finished · 1 running · 1 failed · 1 pending · 1 running elsewhere"
                               " · ETA 4s")
     clock.now = 5.0
@@ -372,6 +426,16 @@ def test_board_counts_rates_and_eta(tiny_dataset_id: str, tmp_path: Path) -> Non
     assert summary[0] == "board: 4 cells: 1 finished, 1 failed, 1 running elsewhere, 1 not run"
     assert board.table().row_count == 1  # running and failed cells are listed; b is the failed one
     assert len(board.render().renderables) == 2  # the header line and that table
+    # A cell stopped on request (SIGINT/SIGTERM) is counted and listed as interrupted, not failed.
+    board.started(d, {})
+    board.finished(d, {"status": "interrupted", "detail": "stopped on request after step 7 (checkpoint saved)"})
+    assert out.getvalue().splitlines()[-1] == (f"[4/4] {cells[3].label} [{d[:8]}] interrupted (stopped on "
+                                               "request after step 7 (checkpoint saved))")
+    assert board.summary() == [
+        "board: 4 cells: 1 finished, 1 failed, 1 running elsewhere, 1 interrupted, 0 not run",
+        f"  failed: {cells[1].label} [{b}]: FloatingPointError: non-finite train/loss",
+        f"  running elsewhere: {cells[2].label} [{c}]: locked by pid 1 on x",
+        f"  interrupted: {cells[3].label} [{d}]: stopped on request after step 7 (checkpoint saved)"]
 
 
 def test_status_of_a_matrix_never_run_lists_every_cell_missing(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
+from suite import checkpoint, stop
 from suite.errors import UserError
 from suite.tracking import MemorySink
 from suite.train import CHECKPOINT, TrainConfig, train
@@ -75,6 +78,30 @@ def test_resume_after_interruption_is_identical(tiny_dataset_id: str, tmp_path: 
             merged.metrics[key].extend(history)
     assert deterministic_metrics(merged) == deterministic_metrics(reference)
     assert result.online_score == train(tiny_cfg(tiny_dataset_id), MemorySink()).online_score
+
+
+@pytest.mark.parametrize("stop_at", [30, 50])  # mid-offline, mid-online; neither is a checkpoint step
+def test_stop_request_checkpoints_that_step_and_resumes_with_nothing_redone(
+    tiny_dataset_id: str, tmp_path: Path, stop_at: int
+) -> None:
+    reference = MemorySink()
+    train(tiny_cfg(tiny_dataset_id), reference)
+
+    def signal_at(info: dict) -> None:
+        if info["step"] == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)  # what `kill` or a cluster's preemption sends
+
+    first, second = MemorySink(), MemorySink()
+    with stop.graceful(), pytest.raises(stop.StopRequested) as stopped:
+        train(tiny_cfg(tiny_dataset_id), first, tmp_path, progress=signal_at)
+    assert stopped.value.step == stop_at and stopped.value.checkpointed
+    assert checkpoint.load(tmp_path / CHECKPOINT)["step"] == stop_at
+    train(tiny_cfg(tiny_dataset_id), second, tmp_path)
+    # Nothing after the stop was lost, so nothing is logged twice: the two parts are the reference, split.
+    for key, history in reference.metrics.items():
+        if not key.startswith("perf/"):
+            assert first.metrics[key] + second.metrics[key] == history, key
+            assert all(s <= stop_at for s, _ in first.metrics[key]), key
 
 
 def test_outputs_written(tiny_dataset_id: str, tmp_path: Path) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
+from suite import stop
 from suite.algorithm import Batch, get_algorithm, make_config
 from suite.checkpoint import load
 from suite.errors import UserError
@@ -212,3 +215,28 @@ def test_vectorize_rejects_what_it_cannot_do(tiny_dataset_id: str) -> None:
     with pytest.raises(UserError, match="every setting but the seed"):
         train_vectorized([cfg, dataclasses.replace(cfg, seed=1, batch_size=64)], [MemorySink(), MemorySink()],
                          [None, None])
+
+
+def test_vectorized_stop_request_checkpoints_every_seed_at_one_step(tiny_dataset_id: str, tmp_path: Path) -> None:
+    cfgs = [tiny_cfg(tiny_dataset_id, seed=s) for s in (0, 1)]
+    dirs = [tmp_path / "s0", tmp_path / "s1"]
+    reference = [MemorySink(), MemorySink()]
+    train_vectorized(cfgs, reference, [tmp_path / "r0", tmp_path / "r1"])
+
+    def signal_at(info: dict) -> None:
+        if info["step"] == 50:  # in the second seed's part of the step, after the first seed's stop check
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    first = [MemorySink(), MemorySink()]
+    with stop.graceful(), pytest.raises(stop.StopRequested):
+        train_vectorized(cfgs, first, dirs, progress=[None, signal_at])
+    assert [load(d / CHECKPOINT)["step"] for d in dirs] == [51, 51]  # the next step, for both seeds
+    resumed = [MemorySink(), MemorySink()]
+    train_vectorized(cfgs, resumed, dirs)
+    for i in range(2):
+        ref = deterministic_metrics(reference[i])
+        for part in (first[i], resumed[i]):
+            for key, history in deterministic_metrics(part).items():
+                for s, v in history.items():
+                    assert v == pytest.approx(ref[key][s], rel=1e-3, abs=1e-3), (key, s)
+        assert min(s for s, _ in resumed[i].metrics["train/critic_loss"]) == 60  # resumed after step 51
