@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -383,6 +384,39 @@ def test_ray_backend_trains_the_same_cells(reference: dict[str, Any], tmp_path: 
     expected = assert_each_cell_once_finished(reference["uri"], reference["matrix"])
     for cell_hash, run in runs.items():
         assert histories(uri, run.info.run_id) == histories(reference["uri"], expected[cell_hash].info.run_id)
+
+
+def test_ray_backend_stops_its_tasks_at_a_checkpoint_on_sigterm(
+    tiny_dataset_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'baq-suite[ray]'")
+    long_budget = RESUME_BUDGET.replace("= 100\n", "= 100000\n").replace("= 20\n", "= 1000000\n")
+    matrix = load_matrix(write_matrix(tmp_path / "m.toml", "raystop", tiny_dataset_id,
+                                      "seeds = [0]\n" + long_budget))
+    (cell,) = matrix.cells()
+    results, uri = store(tmp_path)
+    run_record = cell_dir(results, matrix.name, cell.hash) / "run.json"
+
+    def terminate_once_training() -> None:
+        deadline = time.monotonic() + 120
+        while not run_record.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        threading.Thread(target=terminate_once_training, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            run_matrix(matrix, workers=1, backend="ray", tracking_uri=uri, results_dir=results, live=False)
+    finally:
+        ray.shutdown()
+    step = load_checkpoint(run_record.parent / CHECKPOINT)["step"]  # the periodic one is far away
+    assert 0 < step < 100_000
+    (run,) = assert_runs(uri, matrix.name).values()
+    assert run.info.status == "KILLED"
+    assert run.data.tags["baq.error"] == f"StopRequested: stopped on request after step {step} (checkpoint saved)"
+    assert f"interrupted (stopped on request after step {step}" in capsys.readouterr().out
 
 
 # --- progress board ---------------------------------------------------------------------------------------
