@@ -43,7 +43,7 @@ LOCK_FILE = ".lock"
 RAY_INSTALL_HINT = "the ray backend needs Ray: pip install 'baq-suite[ray]' (or pip install 'ray[default]')"
 Report = Callable[[str, dict[str, Any]], None]
 # How long a stopping runner waits for its workers to checkpoint: the step in progress plus, at worst, an
-# evaluation (10 episodes of 1000 env steps) and the checkpoint write. Past it they are terminated.
+# evaluation (10 episodes of 1000 env steps) and the checkpoint write. Past it they are killed.
 STOP_GRACE_S = 120.0
 
 
@@ -415,7 +415,7 @@ def _run_local(jobs: list[Job], workers: int, board: ProgressBoard, threads: int
         _wait(pool, 10.0)
         for w in pool:
             if w.proc.is_alive():
-                w.proc.terminate()
+                w.proc.kill()  # SIGKILL: a SIGTERM would only ask it to stop after its step (suite.stop)
 
 
 def _wait(pool: list[Any], seconds: float) -> None:

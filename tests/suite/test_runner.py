@@ -62,6 +62,15 @@ def start_runner(matrix: Path, root: Path, log_name: str) -> tuple[subprocess.Po
     return proc, log
 
 
+def wait_for_a_checkpoint(proc: subprocess.Popen, log: Path, checkpoints: list[Path]) -> None:
+    """Until one cell of the running runner has written a checkpoint: then a kill lands mid-cell."""
+    deadline = time.monotonic() + 300
+    while not any(p.exists() for p in checkpoints):
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.02)
+
+
 def runs_of(uri: str, experiment: str) -> dict[str, list[Any]]:
     """Every run of the experiment (superseded ones included), by cell tag."""
     client = MlflowClient(uri)
@@ -127,11 +136,7 @@ def test_kill_9_mid_matrix_then_rerun_resumes_the_same_runs_exactly(
     results, uri = store(tmp_path)
     proc, log = start_runner(reference["matrix"], tmp_path, "killed.log")
     checkpoints = [cell_dir(results, matrix.name, c.hash) / CHECKPOINT for c in matrix.cells()]
-    deadline = time.monotonic() + 300
-    while not any(p.exists() for p in checkpoints):
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.02)
+    wait_for_a_checkpoint(proc, log, checkpoints)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # The workers die with the runner (PR_SET_PDEATHSIG): their cell locks come free.
@@ -182,11 +187,7 @@ def test_sigterm_stops_every_cell_at_a_checkpoint_then_rerun_redoes_nothing(
              "--tracking-uri", uri], stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
             env={**os.environ, "BAQ_RESULTS_DIR": str(results)})
     checkpoints = {c.hash: cell_dir(results, matrix.name, c.hash) / CHECKPOINT for c in matrix.cells()}
-    deadline = time.monotonic() + 300
-    while not any(p.exists() for p in checkpoints.values()):
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.02)
+    wait_for_a_checkpoint(proc, log, list(checkpoints.values()))
     os.kill(proc.pid, signal.SIGTERM)  # the runner only, as `kill` or a scheduler's preemption would
     assert proc.wait(timeout=120) == 130, log.read_text()
     text = log.read_text()
