@@ -31,9 +31,10 @@ def test_without_force_repeats_only_request() -> None:
 
 
 def test_sigterm_as_interrupt() -> None:
+    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or Ray's once an earlier test started Ray
     with stop.sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGTERM)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_stop_requested_is_a_keyboard_interrupt_that_names_the_step() -> None:
