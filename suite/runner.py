@@ -453,6 +453,13 @@ def _run_ray(jobs: list[Job], workers: int | None, address: str | None, board: P
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    # ray.init makes SIGTERM exit the driver on the spot; here it stops the cells cleanly (below).
+    with stop.sigterm_as_interrupt():
+        _drive_ray(ray, jobs, workers, board, threads, started_here)
+
+
+def _drive_ray(ray: Any, jobs: list[Job], workers: int | None, board: ProgressBoard, threads: int,
+               started_here: bool) -> None:
     from ray.util.queue import Queue
 
     events = Queue()
