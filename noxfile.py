@@ -22,7 +22,10 @@ def install(session: nox.Session, extras: str = "") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     install(session, "[dev,ray]")  # ray: the runner's Ray backend is tested on a local Ray instance
-    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs, env={"MPLBACKEND": "Agg"})
+    # One xdist worker per core, at most 4 (each holds ~1 GB and some tests start 2-worker runners of their own);
+    # `loadgroup` keeps the tests that share one expensive fixture in one worker. `nox -s tests -- -n 0` runs serially.
+    xdist = ["-n", "auto", "--maxprocesses", "4", "--dist", "loadgroup"]
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *xdist, *session.posargs, env={"MPLBACKEND": "Agg"})
 
 
 @nox.session

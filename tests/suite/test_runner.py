@@ -41,6 +41,9 @@ RUNNER = ("import sys; from pathlib import Path; from suite.matrix import load_m
           "from suite.runner import run_matrix; sys.exit(run_matrix(load_matrix(sys.argv[1]), workers=2, "
           "results_dir=Path(sys.argv[2]), tracking_uri=sys.argv[3], live=False))")
 COMPARED = ("eval/", "train/", "online/")  # perf/* is wall-clock
+# The tests that compare against the `reference` fixture (a minute of training) share one xdist worker, so the
+# fixture is built once.
+SHARES_REFERENCE = pytest.mark.xdist_group("runner_reference")
 
 
 def write_matrix(path: Path, name: str, dataset_id: str | list[str], body: str) -> Path:
@@ -117,6 +120,7 @@ def reference(tiny_dataset_id: str, tmp_path_factory: pytest.TempPathFactory) ->
     return {"matrix": matrix, "uri": store(root)[1], "logs": logs, "codes": [p.returncode for p, _ in procs]}
 
 
+@SHARES_REFERENCE
 def test_two_runners_at_once_never_duplicate_a_cell(reference: dict[str, Any]) -> None:
     runs = assert_each_cell_once_finished(reference["uri"], reference["matrix"])
     for cell_hash in runs:  # each cell was started by exactly one of the runners
@@ -129,6 +133,7 @@ def test_two_runners_at_once_never_duplicate_a_cell(reference: dict[str, Any]) -
     assert 0 in reference["codes"], reference["logs"]  # whoever ended last saw every cell finished
 
 
+@SHARES_REFERENCE
 def test_kill_9_mid_matrix_then_rerun_resumes_the_same_runs_exactly(
     reference: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -175,6 +180,7 @@ def test_kill_9_mid_matrix_then_rerun_resumes_the_same_runs_exactly(
         assert {"eval/normalized_score", "train/critic_loss"} <= set(got)
 
 
+@SHARES_REFERENCE
 def test_sigterm_stops_every_cell_at_a_checkpoint_then_rerun_redoes_nothing(
     reference: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -371,6 +377,7 @@ def test_only_some_cells_then_the_whole_matrix_skips_them(
     assert_each_cell_once_finished(uri, tmp_path / "m.toml")
 
 
+@SHARES_REFERENCE
 def test_ray_backend_trains_the_same_cells(reference: dict[str, Any], tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'baq-suite[ray]'")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
