@@ -22,6 +22,7 @@ from suite.errors import UserError
 from suite.matrix import Cell, load_matrix
 from suite.progress import ProgressBoard
 from suite.runner import CellJob, CellLock, cell_dir, cell_runs, execute_cell, matrix_status, run_matrix
+from suite.tracking import get_or_create_experiment
 from suite.train import CHECKPOINT
 
 # Long enough (160 steps, a checkpoint every 20) for a kill to land mid-cell, short enough for a test.
@@ -304,7 +305,9 @@ def test_run_created_before_run_json_is_continued_and_force_supersedes(
     results, uri = store(tmp_path)
     client = MlflowClient(uri)
     # What a runner killed right after creating the run leaves: a tagged RUNNING run, no run.json.
-    orphan = client.create_run(client.create_experiment("orphan"), tags={"baq.cell": cell.hash}).info.run_id
+    # (The experiment as the runner makes it: artifacts beside the store, not in the cwd's ./mlruns.)
+    exp_id = get_or_create_experiment(client, "orphan", uri)
+    orphan = client.create_run(exp_id, tags={"baq.cell": cell.hash}).info.run_id
     events: list[tuple[str, dict]] = []
     outcome = execute_cell(job(cell, results, uri, "orphan"), lambda kind, p: events.append((kind, p)))
     assert outcome["status"] == "finished" and outcome["run_id"] == orphan
@@ -318,7 +321,6 @@ def test_run_created_before_run_json_is_continued_and_force_supersedes(
     forced = execute_cell(job(cell, results, uri, "orphan", force=True), lambda *_: None)
     assert forced["status"] == "finished" and forced["run_id"] != orphan
     assert client.get_run(orphan).data.tags["baq.superseded"] == "true"
-    exp_id = client.get_experiment_by_name("orphan").experiment_id
     assert [r.info.run_id for r in cell_runs(client, exp_id, cell.hash)] == [forced["run_id"]]
     assert (histories(uri, orphan) == histories(uri, forced["run_id"])), "same config + seed, same numbers"
 
