@@ -32,13 +32,13 @@ def _git_lines(runs: pd.DataFrame) -> list[str]:
 
 
 def readme_text(analysis: Analysis, table: ScoreTable, runs: pd.DataFrame, described: dict[str, str], *,
-                seed: int, reps: int, tracking_uri: str) -> str:
+                seed: int, reps: int, source: str) -> str:
     n_all, n_used, n_agg = len(runs), int(runs["used"].sum()), int(runs["in_aggregates"].sum())
     counts = {_ALL: f"all {n_all} runs", _USED: f"{n_used} used runs",
               _AGG: f"{n_agg} runs in the aggregates"}
     lines = [
         f"# Report: {analysis.experiment}", "",
-        f"MLflow experiment `{analysis.experiment}` at `{tracking_uri}`: {n_all} runs, {n_used} used in the "
+        f"{source}: {n_all} runs, {n_used} used in the "
         f"table (one finished run per method × task × seed), {n_agg} in the rliable aggregates.", "",
         "## Reproducibility", "",
         f"- Bootstrap seed: `{seed}`; bootstrap replications: `{reps}`. 95% intervals are rliable's "

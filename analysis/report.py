@@ -17,21 +17,17 @@ import pandas as pd
 
 from analysis import aggregate, figures, files, switch
 from analysis.readme import readme_text
-from analysis.runs import load_runs
+from analysis.runs import runs_from_records
 from analysis.scores import Analysis, analyse, display_name, short_names
+from analysis.sources import collect
 from analysis.style import DPI, figure_style, method_colors
 from analysis.tables import score_table
+from suite.bundle import RUN_SUFFIX, bundle_folder, safe_name
 from suite.errors import UserError
 
 RUN_CSV_COLUMNS = ["run_id", "method", "algorithm", "dataset", "seed", "status", "used", "in_aggregates",
                    "note", "offline_steps", "n_evals", "offline", "online", "overrides", "git_sha",
                    "git_dirty", "error"]
-
-
-def safe_name(experiment: str) -> str:
-    """Folder name for an experiment: letters, digits, `.`, `_` and `-`; anything else becomes `_`."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._")
-    return name or "experiment"
 
 
 def redact_uri(uri: str | None) -> str:
@@ -117,12 +113,17 @@ def _remove_stale(folder: Path, fresh: set[str]) -> None:
             (folder / name).unlink()
 
 
-def report(source: str, *, tracking_uri: str | None, out_dir: Path, seed: int = 0, reps: int = 2000,
-           matrix: dict | None = None) -> Path:
-    """Analyse the runs of MLflow experiment `source` into `out_dir/<name>/`; returns that folder."""
+def report(source: str | None, *, tracking_uri: str | None, out_dir: Path, seed: int = 0, reps: int = 2000,
+           matrix: dict | None = None, bundles: list[Path] | tuple[Path, ...] = (), use_store: bool = True) -> Path:
+    """Analyse the runs of experiment `source` into `out_dir/<name>/`; returns that folder. The runs come from
+    the MLflow store at `tracking_uri` (unless `use_store` is false) and the bundle folders `bundles`; with no
+    `source` the bundles name the experiment, and with no `matrix` their recorded matrix gives the cells."""
     _check(seed, reps)
-    loaded = load_runs(source, tracking_uri)
-    analysis = analyse(loaded, matrix)
+    found = collect(source, tracking_uri=tracking_uri, bundles=list(bundles), use_store=use_store,
+                    shown_uri=redact_uri(tracking_uri))
+    source = found.experiment
+    loaded = runs_from_records(source, found.records)
+    analysis = analyse(loaded, matrix if matrix is not None else found.matrix)
     folder = Path(out_dir) / safe_name(source)
     folder.mkdir(parents=True, exist_ok=True)
     writer = _Writer(folder)
@@ -190,7 +191,7 @@ def report(source: str, *, tracking_uri: str | None, out_dir: Path, seed: int = 
     fresh = set(writer.described) | {"README.md", "manifest.json"}
     _remove_stale(folder, fresh)
     writer.text("README.md", readme_text(analysis, table, runs, writer.described, seed=seed, reps=reps,
-                                         tracking_uri=redact_uri(tracking_uri)), "this file")
+                                         source=found.described), "this file")
     writer.text("manifest.json", json.dumps({"experiment": source, "seed": int(seed), "reps": int(reps),
                                              "files": sorted(fresh)}, indent=2) + "\n", "list of files")
     return folder
@@ -246,20 +247,39 @@ def _variants(doc: dict) -> dict[str, list[dict]]:
 
 
 def report_cli(source: str, *, tracking_uri: str | None, seed: int = 0, reps: int = 2000,
-               out_root: Path | None = None) -> int:
-    """`baq report FILE_OR_EXPERIMENT`: a matrix file names the experiment and its expected cells; anything
-    else is an experiment name. Store and output default to the runner's: $BAQ_RESULTS_DIR or ./results."""
+               out_root: Path | None = None, bundles: list[str] | None = None) -> int:
+    """`baq report SOURCE`: a matrix file names the experiment and its expected cells; a folder is a bundle
+    (its runs alone, no store); anything else is an experiment name. A matrix file or an experiment reads the
+    store and the bundle `results/<name>/runs/` when it exists (or the `--bundle` folders instead). Store and
+    output default to the runner's: $BAQ_RESULTS_DIR or ./results."""
     from suite.tracking import default_tracking_uri
 
-    path = Path(source)
-    if path.is_file():
-        experiment, matrix = matrix_from_file(path)
-    elif source.endswith(".toml"):
-        raise UserError(f"matrix file {source} not found; accepted: a matrix file or an MLflow experiment name")
-    else:
-        experiment, matrix = source, None
     out = Path(out_root) if out_root else Path(os.environ.get("BAQ_RESULTS_DIR", "results"))
-    folder = report(experiment, tracking_uri=tracking_uri or default_tracking_uri(), out_dir=out, seed=seed,
-                    reps=reps, matrix=matrix)
-    print(f"report for {experiment!r} written to {folder} (README.md lists the files and what is incomplete)")
+    path, matrix, use_store = Path(source), None, True
+    extra = [Path(b) for b in bundles or []]
+    if path.is_dir():
+        experiment, folders, use_store = None, [_bundle_folder(path), *extra], False
+    elif path.is_file() or source.endswith(".toml"):
+        if not path.is_file():
+            raise UserError(f"matrix file {source} not found; accepted: a matrix file, a bundle folder or an "
+                            "MLflow experiment name")
+        experiment, matrix = matrix_from_file(path)
+        folders = extra or _default_bundle(out, experiment)
+    else:
+        experiment, folders = source, extra or _default_bundle(out, source)
+    uri = tracking_uri or default_tracking_uri()
+    folder = report(experiment, tracking_uri=uri, out_dir=out, seed=seed, reps=reps, matrix=matrix,
+                    bundles=folders, use_store=use_store)
+    print(f"report for {folder.name!r} written to {folder} (README.md lists the files and what is incomplete)")
     return 0
+
+
+def _bundle_folder(path: Path) -> Path:
+    """A bundle folder, or a report folder whose `runs/` is one."""
+    has_runs = any(path.glob("*" + RUN_SUFFIX))
+    return path / "runs" if not has_runs and (path / "runs").is_dir() else path
+
+
+def _default_bundle(out: Path, experiment: str) -> list[Path]:
+    folder = bundle_folder(out, experiment)
+    return [folder] if any(folder.glob("*" + RUN_SUFFIX)) else []

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from suite.bundle import RunRecord, store_records
 from suite.errors import UserError
 
 SCORE_KEY = "eval/normalized_score"
@@ -66,27 +66,6 @@ def _status(tags: dict[str, str], mlflow_status: str) -> str:
     return tagged
 
 
-def _history(client: MlflowClient, run_id: str, key: str) -> pd.Series:
-    """Metric history as a step-indexed series; a metric logged twice for a step (resume) keeps the last."""
-    metrics = client.get_metric_history(run_id, key)
-    if not metrics:
-        return pd.Series(dtype=float, name=key)
-    frame = pd.DataFrame([(m.step, m.timestamp, m.value) for m in metrics], columns=["step", "ts", "value"])
-    frame = frame.sort_values(["step", "ts"], kind="stable").drop_duplicates("step", keep="last")
-    return frame.set_index("step")["value"].rename(key)
-
-
-def _all_runs(client: MlflowClient, experiment_id: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
-                                  order_by=["attributes.start_time ASC"], page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def _int_or_none(text: str | None) -> int | None:
     try:
         return int(float(text)) if text is not None else None
@@ -95,17 +74,29 @@ def _int_or_none(text: str | None) -> int | None:
 
 
 def load_runs(experiment: str, tracking_uri: str | None) -> LoadedRuns:
-    """Read every active run of `experiment` with its eval histories; runs not by the suite are skipped."""
+    """Read every active run of `experiment` in an MLflow store with its eval histories."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
+    records = store_records(client, experiment)
+    if records is None:
         names = sorted(e.name for e in client.search_experiments())
         raise UserError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}; "
                         f"experiments there: {', '.join(names) or '(none)'}")
+    return runs_from_records(experiment, records)
+
+
+def _history(record: RunRecord, key: str) -> pd.Series:
+    points = record.metrics.get(key, ())
+    return pd.Series([v for _, v in points], index=pd.Index([s for s, _ in points], dtype="int64"),
+                     dtype=float, name=key)
+
+
+def runs_from_records(experiment: str, records: list[RunRecord]) -> LoadedRuns:
+    """Tidy frames from run records (a store's or a bundle's, in their order); runs not by the suite are
+    skipped with a warning."""
     warnings: list[str] = []
     run_rows, score_frames = [], []
-    for run in _all_runs(client, found.experiment_id):
-        tags, params, run_id = run.data.tags, run.data.params, run.info.run_id
+    for record in records:
+        tags, params, run_id = record.tags, record.params, record.run_id
         algorithm = tags.get("baq.algo", params.get("algo"))
         dataset = tags.get("baq.dataset", params.get("dataset"))
         seed = _int_or_none(tags.get("baq.seed", params.get("seed")))
@@ -119,8 +110,8 @@ def load_runs(experiment: str, tracking_uri: str | None) -> LoadedRuns:
         except (json.JSONDecodeError, AttributeError):
             warnings.append(f"run {run_id}: tag baq.overrides is not a JSON object; read as no overrides")
             overrides = {}
-        scores = _history(client, run_id, SCORE_KEY)
-        returns = _history(client, run_id, RETURN_KEY)
+        scores = _history(record, SCORE_KEY)
+        returns = _history(record, RETURN_KEY)
         history = pd.concat([returns.rename("return"), scores.rename("normalized_score")], axis=1)
         history = history.rename_axis("step").reset_index().sort_values("step")
         history["step"] = history["step"].astype(int)
@@ -129,13 +120,13 @@ def load_runs(experiment: str, tracking_uri: str | None) -> LoadedRuns:
             history = history.assign(**identity)
             history["phase"] = np.where(history["step"] <= offline_steps, "offline", "online")
             score_frames.append((history, overrides))
-        run_rows.append(({**identity, "status": _status(tags, run.info.status),
+        run_rows.append(({**identity, "status": _status(tags, record.status),
                           "offline_steps": offline_steps,
                           "overrides": json.dumps(overrides, sort_keys=True),
                           "git_sha": tags.get("git.sha", ""),
                           "git_dirty": tags.get("git.dirty", ""), "error": tags.get("baq.error", ""),
                           "n_evals": int(history["normalized_score"].notna().sum()),
-                          "start_time": int(run.info.start_time or 0)}, overrides))
+                          "start_time": record.start_time}, overrides))
     if not run_rows:
         raise UserError(f"experiment {experiment!r} has no runs recorded by the suite (tags baq.algo, "
                         "baq.dataset, baq.seed, baq.offline_steps)")

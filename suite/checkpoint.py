@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import torch
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from suite.files import atomic_write_bytes, atomic_write_text  # noqa: F401 (callers import them from here)
 
 
 def _compact(obj: Any) -> Any:
@@ -38,10 +23,6 @@ def _compact(obj: Any) -> Any:
     if isinstance(obj, list | tuple) and not hasattr(obj, "_fields"):
         return type(obj)(_compact(v) for v in obj)
     return obj
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

@@ -123,7 +123,38 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import report_cli
 
     return report_cli(args.source, tracking_uri=args.tracking_uri, seed=args.seed, reps=args.reps,
-                      out_root=Path(args.out) if args.out else None)
+                      out_root=Path(args.out) if args.out else None, bundles=args.bundle)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from analysis.report import matrix_from_file
+    from suite.bundle import bundle_folder
+    from suite.bundle_store import export_runs
+
+    path, matrix = Path(args.source), None
+    if path.is_file():
+        experiment, matrix = matrix_from_file(path)
+    elif args.source.endswith(".toml"):
+        raise UserError(f"matrix file {args.source} not found; accepted: a matrix file or an MLflow experiment name")
+    else:
+        experiment = args.source
+    folder = bundle_folder(Path(args.out or os.environ.get("BAQ_RESULTS_DIR", "results")), experiment)
+    counts = export_runs(experiment, _uri(args.tracking_uri), folder, matrix=matrix,
+                         include_unfinished=args.include_unfinished)
+    size = sum(f.stat().st_size for f in folder.iterdir()) if folder.is_dir() else 0
+    print(f"exported {experiment!r} to {folder}: {counts['new']} new, {counts['updated']} updated, "
+          f"{counts['unchanged']} unchanged run(s); {counts['left_out']} unfinished cell(s) left out"
+          f"{'' if args.include_unfinished else ' (--include-unfinished exports them)'}; {size / 1024:.0f} KB")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from suite.bundle_store import import_bundle
+
+    uri = _uri(args.tracking_uri)
+    counts = import_bundle([Path(b) for b in args.bundle], uri)
+    print(f"imported {counts['imported']} run(s) into {uri}; {counts['skipped']} already there")
+    return 0
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
@@ -228,12 +259,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_status)
 
     rep = sub.add_parser("report", help="score table, rliable aggregates and figures into results/<name>/")
-    rep.add_argument("source", help="matrix file or MLflow experiment name")
+    rep.add_argument("source", help="matrix file, bundle folder (results/<name>/runs) or MLflow experiment name")
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed (same seed -> identical intervals)")
     rep.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions")
     rep.add_argument("--out", default=None, help="output root (default: results/)")
     rep.add_argument("--tracking-uri", default=None)
+    rep.add_argument("--bundle", action="append", default=[], metavar="DIR",
+                     help="bundle folder to read besides the store (repeatable; default: results/<name>/runs)")
     rep.set_defaults(func=_cmd_report)
+
+    ex = sub.add_parser("export", help="write a matrix's runs as plain-text bundles into results/<name>/runs/")
+    ex.add_argument("source", help="matrix file or MLflow experiment name")
+    ex.add_argument("--include-unfinished", action="store_true",
+                    help="also runs that did not finish (marked \"finished\": false)")
+    ex.add_argument("--out", default=None, help="output root (default: results/)")
+    ex.add_argument("--tracking-uri", default=None)
+    ex.set_defaults(func=_cmd_export)
+
+    im = sub.add_parser("import", help="recreate a bundle's runs in an MLflow store (for `mlflow ui`)")
+    im.add_argument("bundle", nargs="+", help="bundle folder(s), e.g. results/switch/runs")
+    im.add_argument("--tracking-uri", default=None)
+    im.set_defaults(func=_cmd_import)
 
     d = sub.add_parser("datasets", help="build, list and inspect datasets")
     dsub = d.add_subparsers(dest="action", required=True)

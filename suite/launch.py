@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from suite.checkpoint import atomic_write_text
+from suite.files import atomic_write_text
 from suite.tracking import MLflowSink, default_tracking_uri, git_info, package_versions
 from suite.train import TrainConfig, TrainResult, train
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from suite import stop
+from suite.bundle import bundle_folder, finished_in_bundle
 from suite.errors import UserError
 from suite.launch import RUN_FILE, launch
 from suite.matrix import Cell, Matrix, format_dry_run, format_table
@@ -568,6 +569,11 @@ def run_matrix(
         if done:
             board.mark(cell.hash, FINISHED, "already finished", final_score(done[0]), announce=False)
             finished_before += 1
+    bundled = {} if force else finished_in_bundle(bundle_folder(results_dir, matrix.name))
+    for cell in cells:
+        if board.cells[cell.hash].state != FINISHED and cell.hash in bundled:
+            board.mark(cell.hash, FINISHED, "finished in the committed bundle", bundled[cell.hash], announce=False)
+            finished_before += 1
     if finished_before:
         print(f"{matrix.name}: {finished_before}/{len(cells)} cells already finished, skipped", flush=True)
     jobs: list[Job] = [CellJob(c, matrix.name, str(cell_dir(results_dir, matrix.name, c.hash)), uri, force)
@@ -620,6 +626,7 @@ def matrix_status(
     uri = resolve_tracking_uri(tracking_uri, results_dir)
     client, experiment_id = open_store(uri, matrix.name, create=False)
     runs = runs_by_cell(client, experiment_id) if experiment_id else {}
+    bundled = finished_in_bundle(bundle_folder(results_dir, matrix.name))
     rows, states = [], []
     for cell in matrix.cells():
         cell_runs_ = sorted(runs.get(cell.hash, []), key=lambda r: r.info.start_time or 0)
@@ -636,6 +643,9 @@ def matrix_status(
             offline = _fmt(scores.get(cell.config.offline_steps)) if cell.config.offline_steps else ""
             final = _fmt(scores.get(cell.total_steps)) if state == "finished" else ""
             note = run.data.tags.get("baq.error", "")[:80] if state == "failed" else ""
+        if state != "finished" and cell.hash in bundled:
+            state, steps, final = "finished", f"{cell.total_steps}/{cell.total_steps}", _fmt(bundled[cell.hash])
+            note = "from the committed bundle"
         states.append(state)
         rows.append([cell.algo, cell.dataset, str(cell.seed), cell.overrides_json if cell.overrides else "-",
                      cell.hash, state, steps, offline, final, run_id, note])
