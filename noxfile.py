@@ -1,5 +1,6 @@
 """Sessions: `nox -s quickstart` (install, run a small real matrix, write its report), `nox -s tests`,
-`nox -s lint`, `nox -s bench` (throughput against d3rlpy and the roofline)."""
+`nox -s lint`, `nox -s bench` (throughput against d3rlpy and the roofline), `nox -s gpu` (the prepared GPU
+check)."""
 
 from __future__ import annotations
 
@@ -51,4 +52,13 @@ def bench(session: nox.Session) -> None:
     # and install d3rlpy without its pins, plus what it imports.
     session.install("--no-deps", "d3rlpy==2.8.1")
     session.install("gym==0.26.2", "structlog", "colorama", "dataclasses-json", "click", "tqdm")
-    session.run("python", "benchmarks/throughput.py", *session.posargs)
+    session.run("python", "-m", "benchmarks.throughput", *session.posargs)
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """The prepared GPU check (benchmarks/gpu_check.py): every algorithm on cuda offline and online, seed
+    vectorisation against separate seeds, the throughput table on cuda; says so and exits 0 without a GPU.
+    Needs a CUDA build of torch: set BAQ_TORCH to the pin that pulls one on that machine."""
+    install(session)
+    session.run("python", "-m", "benchmarks.gpu_check", *session.posargs)

@@ -2,12 +2,12 @@
 alone (the roofline of throughput.py), and the rest, at several batch sizes (project issue "Performance";
 results in docs/performance.md, "Why IQL, AWAC and BAQ stay below 80% of the roofline").
 
-    python benchmarks/update_profile.py [--algos iql,awac,baq,cql] [--batches 16,64,256] [--updates 100]
+    python -m benchmarks.update_profile [--algos iql,awac,baq,cql] [--batches 16,64,256] [--updates 100]
                                         [--json out.json]
 
 Per algorithm and batch size: the update's CPU time over `--updates` calls without the profiler; the self
 time of its matmul kernels (aten::mm/addmm/bmm/baddbmm) under torch's profiler over `--updates` more (three
-such pairs interleaved, medians); and the summed time of the same shapes run alone (`throughput.roofline`).
+such pairs interleaved, medians); and the summed time of the same shapes run alone (`flops.roofline`).
 `rest_ms` is everything but the matmuls (elementwise ops, autograd, Adam, sampling, Python); `ceiling` =
 isolated matmul time / in-situ matmul time is the roofline fraction the update would reach if the rest cost
 nothing. The rest at a small batch is the update's fixed per-call cost, which one update cannot amortise;
@@ -26,10 +26,9 @@ from typing import Any
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import throughput as tp  # noqa: E402  (the benchmark's configs, data, FLOP tables and roofline)
-
-from suite.errors import UserError  # noqa: E402
+from benchmarks import common
+from benchmarks.flops import roofline, update_matmuls
+from suite.errors import UserError
 
 MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"})
 KEYS = ("algorithm", "batch", "update_ms", "matmul_in_situ_ms", "rest_ms", "matmul_isolated_ms",
@@ -63,16 +62,16 @@ def dispatched_ops(step: Callable[[], Any]) -> int:
     return counter.count
 
 
-def profile_row(name: str, batch: int, data: tp.Transitions, updates: int, cache: dict) -> dict[str, Any]:
-    step = tp.our_stepper(name, data, batch=batch)
+def profile_row(name: str, batch: int, data: common.Transitions, updates: int, cache: dict) -> dict[str, Any]:
+    step = common.our_stepper(name, data, batch=batch)
     for _ in range(max(1, updates // 2)):  # warm-up
         step()
     timed, profiled = [], []
     for _ in range(3):  # interleaved, so a load change hits both
-        timed.append(1.0 / tp.time_calls(step, updates)[1])  # CPU seconds per call
+        timed.append(1.0 / common.time_calls(step, updates)[1])  # CPU seconds per call
         profiled.append(matmul_seconds_in_situ(step, updates))
     update, in_situ = statistics.median(timed), statistics.median(profiled)
-    isolated = tp.roofline(tp.network_passes(name, tp.our_config(name)), cache, batch=batch)["matmul_seconds"]
+    isolated = roofline(update_matmuls(step), cache)["matmul_seconds"]
     return {"algorithm": name, "batch": batch, "update_ms": 1e3 * update, "matmul_in_situ_ms": 1e3 * in_situ,
             "rest_ms": 1e3 * (update - in_situ), "matmul_isolated_ms": 1e3 * isolated,
             "roofline_fraction": isolated / update, "ceiling": isolated / in_situ,
@@ -80,12 +79,12 @@ def profile_row(name: str, batch: int, data: tp.Transitions, updates: int, cache
 
 
 def profile_table(algos: list[str], batches: list[int], updates: int = 100,
-                  n_transitions: int = tp.N_TRANSITIONS) -> list[dict[str, Any]]:
-    tp.training_process()
-    data = tp.synthetic_transitions(n_transitions)
+                  n_transitions: int = common.N_TRANSITIONS) -> list[dict[str, Any]]:
+    common.training_process()
+    data = common.synthetic_transitions(n_transitions)
     cache: dict = {}
     # CQL's update costs ~14 IQL updates: it runs a tenth of the calls, as in throughput.py
-    return [profile_row(name, batch, data, max(2, round(updates * tp.UPDATE_SCALE.get(name, 1.0))), cache)
+    return [profile_row(name, batch, data, max(2, round(updates * common.UPDATE_SCALE.get(name, 1.0))), cache)
             for name in algos for batch in batches]
 
 
@@ -98,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     for name in args.algos:
-        tp.our_config(name)  # unknown names -> UserError
+        common.our_config(name)  # unknown names -> UserError
     try:
         args.batches = [int(b) for b in args.batches.split(",")]
     except ValueError:
@@ -114,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         args = parse_args(argv)
         rows = profile_table(args.algos, args.batches, args.updates)
-        print(tp.markdown_table(rows, KEYS))
+        print(common.markdown_table(rows, KEYS))
         if args.json:
-            tp.write_json(args.json, {"argv": sys.argv[1:] if argv is None else argv, "rows": rows})
+            common.write_json(args.json, {"argv": sys.argv[1:] if argv is None else argv, "rows": rows})
 
-    return tp.run_cli(body)
+    return common.run_cli(body)
 
 
 if __name__ == "__main__":

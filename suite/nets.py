@@ -50,7 +50,7 @@ class EnsembleLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight.shape[-1] == 1:
             # torch's CPU batched matmul is slow for a single output column; n addmm calls are ~2× faster
-            # forward+backward there (measured in benchmarks/throughput.py's profiling, docs/performance.md).
+            # forward+backward there (measured by the benchmarks package, docs/performance.md).
             return torch.stack([torch.addmm(b, xi, w) for b, xi, w in
                                 zip(self.bias.unbind(0), x.unbind(0), self.weight.unbind(0), strict=True)])
         return torch.baddbmm(self.bias, x, self.weight)

@@ -3,25 +3,22 @@ independent hand count does, and produce the table's columns. No timing is asser
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from suite.errors import UserError
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "throughput.py"
-
 
 @pytest.fixture(scope="module")
 def tp():
-    spec = importlib.util.spec_from_file_location("throughput_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    """The benchmark modules under one name, as the tests knew the single script."""
+    from types import SimpleNamespace
+
+    from benchmarks import common, e2e, flops, peer, throughput, vectorized
+
+    names = {}
+    for module in (common, flops, peer, vectorized, e2e, throughput):
+        names.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+    return SimpleNamespace(**names)
 
 
 def linear(d_in: int, d_out: int, rows: int = 256) -> int:
@@ -44,34 +41,30 @@ def test_iql_flops_match_a_hand_count(tp) -> None:
         + (2 * value_fwd + value_dx) + value_fwd  # V(s) trained, V(s') for the TD target
         + (2 * actor_fwd + actor_dx)  # actor: log π(a|s), trained
     )
-    assert tp.update_flops(tp.network_passes("iql", tp.our_config("iql"))) == expected
+    data = tp.synthetic_transitions(2_000)
+    assert tp.update_flops(tp.update_matmuls(tp.our_stepper("iql", data))) == expected
     behaviour_fwd, behaviour_dx = mlp_counts(17, 6)
-    assert tp.update_flops(tp.network_passes("baq", tp.our_config("baq"))) == (
+    assert tp.update_flops(tp.update_matmuls(tp.our_stepper("baq", data))) == (
         expected + 2 * behaviour_fwd + behaviour_dx)
 
 
-def test_cql_passes_score_every_proposal_with_the_twin_critic(tp) -> None:
-    passes = tp.network_passes("cql", tp.our_config("cql"))
-    trained_critic = [p for p in passes if p.members == 2 and p.grad == "params"]
-    assert [p.rows for p in trained_critic] == [1 + 3 * 10]  # dataset action + 3 proposals × 10 actions
-    frozen = next(p for p in passes if p.grad == "inputs")
-    # Gradients reach the inputs only: one forward and one input-gradient matmul per layer, no weight grads.
-    gemms = tp.pass_gemms(frozen, batch=4)
-    assert len(gemms) == 2 * 3
-    assert sum(tp.gemm_flops(g) for g in gemms) == 2 * 2 * sum(
-        linear(i, o, 4) for i, o in ((23, 256), (256, 256), (256, 1)))
+def test_cql_scores_every_proposal_with_the_twin_critic(tp) -> None:
+    gemms = tp.update_matmuls(tp.our_stepper("cql", tp.synthetic_transitions(2_000)))
+    # The trained twin critic's first layer sees the dataset action and 3 proposals × 10 actions per state.
+    assert (2, (1 + 3 * 10) * 256, 17 + 6, 256) in gemms
 
 
 @pytest.mark.parametrize("name", ["iql", "cql", "awac", "baq"])
-def test_flop_tables_equal_the_matmuls_an_update_runs(tp, name) -> None:
-    # The tables are read off each `update` by hand; torch's FLOP counter counts the matmuls a real update
-    # runs (forward and backward), so a pass added, removed or resized in the code fails here.
+def test_recorded_matmuls_are_torchs_flop_count(tp, name) -> None:
+    # torch's FLOP counter counts the same update independently (forward and backward).
     from torch.utils.flop_counter import FlopCounterMode
 
     step = tp.our_stepper(name, tp.synthetic_transitions(2_000))
+    step()
+    gemms = tp.update_matmuls(step)
     with FlopCounterMode(display=False) as counter:
         step()
-    assert counter.get_total_flops() == tp.update_flops(tp.network_passes(name, tp.our_config(name)))
+    assert counter.get_total_flops() == tp.update_flops(gemms) > 0
 
 
 def test_unknown_algorithm_is_a_user_error(tp) -> None:
@@ -88,10 +81,13 @@ def test_main_prints_a_one_line_error(tp, capsys) -> None:
 
 
 def test_roofline_is_flops_over_summed_matmul_time(tp) -> None:
-    passes = [tp.Pass("tiny", 3, 2, (4,), rows=1, grad="params")]
+    import torch
+
+    a, w = torch.randn(8, 3, requires_grad=True), torch.randn(3, 4, requires_grad=True)
+    gemms = tp.update_matmuls(lambda: (a @ w).sum().backward())
+    assert sorted(gemms) == sorted([(1, 8, 3, 4), (1, 8, 4, 3), (1, 3, 8, 4)])  # forward, ∂a, ∂w
     cache: dict = {}
-    roof = tp.roofline(passes, cache, repeats=1, batch=8)
-    gemms = tp.pass_gemms(passes[0], batch=8)
+    roof = tp.roofline(gemms, cache, repeats=1)
     assert set(cache) == set(gemms)
     assert roof["flops"] == sum(tp.gemm_flops(g) for g in gemms)
     assert roof["gflop_s"] == pytest.approx(roof["flops"] / sum(cache.values()) / 1e9)
@@ -107,7 +103,7 @@ def test_table_without_d3rlpy_has_the_expected_columns(tp) -> None:
         assert row["d3rlpy_upd_s"] is None and row["ratio"] is None
         assert row["achieved_gflop_s"] == pytest.approx(row["mflop_per_update"] * row["ours_upd_cpu_s"] / 1e3)
         assert row["roofline_fraction"] == pytest.approx(row["achieved_gflop_s"] / row["roofline_gflop_s"])
-    table = tp.markdown_table(rows).splitlines()
+    table = tp.markdown_table(rows, tp.ROW_KEYS).splitlines()
     assert table[0] == "| " + " | ".join(tp.ROW_KEYS) + " |"
     assert len(table) == 2 + len(rows) and table[-1].startswith("| baq (ours) | 2 |")
 

@@ -3,26 +3,17 @@ matmul time and derives its columns consistently. No timing is asserted (the mac
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from suite.errors import UserError
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "update_profile.py"
-
 
 @pytest.fixture(scope="module")
 def up():
-    spec = importlib.util.spec_from_file_location("update_profile_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    from benchmarks import update_profile
+
+    return update_profile
 
 
 def test_only_matmul_kernels_count_as_matmul_time(up) -> None:
