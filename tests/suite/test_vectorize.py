@@ -203,7 +203,7 @@ def test_vectorized_resume_continues_each_seed(tiny_dataset_id: str, tmp_path: P
 
 def test_vectorize_rejects_what_it_cannot_do(tiny_dataset_id: str) -> None:
     cfg = tiny_cfg(tiny_dataset_id)
-    with pytest.raises(UserError, match="algorithm 'baq'.*accepted: iql .*, cql, awac, baq on a base"):
+    with pytest.raises(UserError, match="algorithm 'baq'.*accepted: iql .*, cql, calql, awac, baq on a base"):
         check_vectorizable_config(dataclasses.replace(cfg, algo="baq", algo_params={
             "base_params": {"actor_dropout": 0.1}}))
     with pytest.raises(UserError, match="accepted: iql"):
