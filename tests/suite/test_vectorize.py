@@ -152,6 +152,8 @@ def test_training_vectorized_equals_separate_runs(tiny_dataset_id: str, tmp_path
     # disagreement), the NLL divergence and a frozen copy of the offline actor as π_β, on CQL.
     ("baq", {"base": "cql", "schedule": "adaptive", "priority": "bc_divergence", "divergence": "nll",
              "behavior_model": "offline_actor"}, "train/uncertainty"),
+    # Cal-QL: batches carry returns-to-go (online ones filled in as episodes end), stacked with the rest.
+    ("calql", {"cql_n_actions": 2}, "train/bound_rate"),
 ])
 def test_training_vectorized_equals_separate_runs_for_every_kind_of_update(
     tiny_dataset_id: str, algo: str, params: dict, metric: str
