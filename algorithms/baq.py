@@ -161,6 +161,10 @@ class BAQ(LossStepsAlgorithm):
         self.divergence_scale = 1.0  # mean raw divergence over the offline data, set at the switch
         self.sampler: PrioritizedSampler | None = None
 
+    @classmethod
+    def samples_by_priority(cls, cfg: BAQConfig) -> bool:
+        return cfg.priority != "none"
+
     # --- what BAQ inherits from its base --------------------------------------------------------------------
     @property
     def actor(self) -> nn.Module:  # type: ignore[override]

@@ -229,10 +229,18 @@ class CQL(SummedLossAlgorithm):
         obs = torch.cat([batch.obs, _repeat_rows(batch.obs, k)])
         q_all = self.critic(obs, torch.cat([batch.act, actions.reshape(b * k, -1)]))
         q_data, q_ood = q_all[:, :b], q_all[:, b:].reshape(-1, b, k)
+        q_ood, bound_metrics = self.bound_proposals(q_ood, batch)
         td_loss = critic_regression(q_data, target, critic_weight)
         gap = self.conservative_gap(q_data, q_ood, log_density)
         loss = td_loss + self.conservative_weight() * gap.mean()
-        return loss, {"td_loss": td_loss, "gap": gap, "q": q_data}
+        return loss, {"td_loss": td_loss, "gap": gap, "q": q_data, "metrics": bound_metrics}
+
+    def bound_proposals(
+        self, q_ood: torch.Tensor, batch: Batch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Q at the K proposals (n, B, K) as the conservative term sees them, and metrics about that: unchanged
+        in CQL; Cal-QL (algorithms/calql.py) lower-bounds the policy proposals here."""
+        return q_ood, {}
 
     def update_inputs(self, batch: Batch) -> Inputs:
         """Every random number of one update, drawn from the global RNG in the order the losses would draw
@@ -271,6 +279,7 @@ class CQL(SummedLossAlgorithm):
         }
         if self.cfg.cql_lagrange:
             metrics.update(alpha_prime=self.alpha_prime(), lagrange_loss=lagrange_loss)
+        metrics.update(parts["metrics"])
         total = critic_loss + actor_loss + alpha_loss + lagrange_loss
         return with_actor_penalty(total, batch, self.actor, actor_penalty, metrics), metrics
 

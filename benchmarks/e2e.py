@@ -107,7 +107,7 @@ def bare_updates(cfg: E2EConfig) -> dict[str, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     for steps in (cfg.offline_steps, cfg.online_steps):
         for _ in range(steps):
-            algo.update(buffer.sample(train_cfg.batch_size, gen))
+            algo.update(buffer.sample(train_cfg.batch, gen))
         if steps == cfg.offline_steps:
             algo.on_online_start(buffer)
     return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}

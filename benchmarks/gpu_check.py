@@ -10,7 +10,8 @@ Three parts, each printed as one table, in under 5 minutes on a lent GPU:
 2. `--seeds` seeds as one batched network (`suite.vectorize.train_vectorized`, as `--vectorize-seeds`)
    against the same seeds trained one after another, for the vectorisable algorithms: wall time and the
    largest difference of the final losses (float rounding only, on a deterministic device);
-3. the update throughput table on the device (ours only: d3rlpy and the CPU roofline are CPU measures).
+3. the update throughput table on the device for the benchmark's algorithms (`benchmarks.common.ALGOS`; ours
+   only: d3rlpy and the CPU roofline are CPU measures).
 `--device cpu` runs the same code on the CPU (the tests do, with few steps).
 """
 
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import markdown_table, run_cli, write_json, write_random_d4rl_file
+from benchmarks.common import ALGOS, markdown_table, run_cli, write_json, write_random_d4rl_file
 from benchmarks.throughput import throughput_table
 from suite.algorithm import algorithm_names, get_algorithm, make_config
 from suite.errors import UserError
@@ -136,7 +137,8 @@ def _main(argv: list[str] | None) -> None:
         vectorized = vectorize_rows(_vectorizable(args.algos), args.steps, args.seeds, args.device)
         if vectorized:
             print(markdown_table(vectorized, tuple(vectorized[0])), flush=True)
-    throughput = throughput_table(args.algos, args.updates, max(1, args.updates // 5), repeats=3,
+    benchmarked = [a for a in args.algos if a in ALGOS]
+    throughput = throughput_table(benchmarked, args.updates, max(1, args.updates // 5), repeats=3,
                                   with_d3rlpy=False, device=args.device)
     keys = ("algorithm", "updates", "ours_upd_s", "ours_upd_cpu_s")
     print(markdown_table(throughput, keys))

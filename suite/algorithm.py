@@ -31,6 +31,13 @@ class Batch(NamedTuple):
     # Set by prioritized samplers: importance-sampling weights (B,) and buffer indices (B,).
     weight: torch.Tensor | None = None
     index: torch.Tensor | None = None
+    # Set for algorithms that list them in `Algorithm.batch_fields` (suite.returns): the Monte-Carlo return-to-go
+    # (B,) and the data's next action (B, |A|) of each transition.
+    rtg: torch.Tensor | None = None
+    next_act: torch.Tensor | None = None
+
+
+BATCH_FIELDS = ("rtg", "next_act")  # the optional per-transition fields an algorithm may ask the replay for
 
 
 # actor_penalty(obs, actor) -> per-sample penalty (B,) added to the actor loss (BAQ's behaviour consistency).
@@ -71,6 +78,10 @@ class Algorithm(ABC):
     Config: ClassVar[type]
     name: ClassVar[str] = ""
     actor: nn.Module
+    # Optional fields of `Batch` the losses read (among BATCH_FIELDS); the training loop stores them in the replay.
+    batch_fields: ClassVar[tuple[str, ...]] = ()
+    # Minibatch size of the algorithm's paper, used when the training config leaves `batch_size` unset.
+    batch_size: ClassVar[int] = 256
 
     def __init__(self, cfg: Any, obs_dim: int, act_dim: int, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
@@ -116,6 +127,22 @@ class Algorithm(ABC):
     def reward_transform(self, episode_returns: np.ndarray) -> tuple[float, float]:
         """(scale, bias) applied as r' = scale·r + bias to offline and online rewards. Default: none."""
         return 1.0, 0.0
+
+    @classmethod
+    def dataset_defaults(cls, dataset_id: str) -> dict[str, Any]:
+        """Config values the reference tunes per dataset (e.g. ReBRAC's penalty weights), for `dataset_id`; the
+        training config's own `algo_params` override them. None by default."""
+        return {}
+
+    @classmethod
+    def samples_by_priority(cls, cfg: Any) -> bool:
+        """Whether `cfg` installs its own sampler on the replay buffer online (BAQ's prioritized replay)."""
+        return False
+
+    def returns_to_go(self, rewards: np.ndarray, terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
+        """Monte-Carlo returns-to-go of (already reward-transformed) transitions, for algorithms with "rtg" in
+        `batch_fields`: the discount and the treatment of time-limit cuts are the algorithm's."""
+        raise NotImplementedError(f"{self.name} does not use returns-to-go")
 
     def on_online_start(self, buffer: Any) -> None:
         """Called once at the offline→online switch, with the replay buffer holding the offline data."""

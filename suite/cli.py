@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--offline-steps", type=int, default=1_000_000)
     t.add_argument("--online-steps", type=int, default=1_000_000)
-    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--batch-size", type=int, default=None, help="default: the algorithm's paper's (see `baq algos`)")
     t.add_argument("--utd", type=int, default=1, help="gradient updates per online env step")
     t.add_argument("--eval-interval", type=int, default=5_000)
     t.add_argument("--eval-episodes", type=int, default=10)

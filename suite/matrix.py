@@ -28,6 +28,7 @@ TOP_LEVEL_KEYS = ("name", "description", "algorithms", "datasets", "seeds", "dev
                   "sweep")
 REQUIRED_BUDGET_KEYS = ("offline_steps", "online_steps", "eval_interval", "eval_episodes", "utd")
 OPTIONAL_BUDGET_KEYS = ("batch_size", "log_interval", "checkpoint_interval", "max_episode_steps", "compile",
+                        "mixing_ratio", "retain_offline", "warmup_steps", "critic_layernorm",
                         "eval_at_start")
 DATASET_SOURCES = SOURCES
 # Names double as MLflow experiment names and directory names under results/.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -56,20 +58,58 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over the features of each of `n` members, each member with its own gain and bias (n, 1, d)."""
+
+    def __init__(self, n: int, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(n, 1, dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
+
+
+# `critic_layer_norm(True)` turns LayerNorm on in every CriticEnsemble built inside it that does not say otherwise
+# (the training loop's `critic_layernorm` key reaches every algorithm this way, without a constructor argument).
+_CRITIC_LAYER_NORM = contextvars.ContextVar("critic_layer_norm", default=False)
+
+
+@contextlib.contextmanager
+def critic_layer_norm(enabled: bool) -> Iterator[None]:
+    token = _CRITIC_LAYER_NORM.set(enabled)
+    try:
+        yield
+    finally:
+        _CRITIC_LAYER_NORM.reset(token)
+
+
 class CriticEnsemble(nn.Module):
     """`n` Q-functions Q_i(s, a) as one batched network; returns shape (n, B).
 
     Twin critics (n=2) are the clipped double-Q of TD3/SAC that IQL, CQL and AWAC all use; batching them into
-    one matmul per layer halves the kernel launches of two separate MLPs.
+    one matmul per layer halves the kernel launches of two separate MLPs. `layer_norm` puts a LayerNorm in every
+    hidden layer: between the linear layer and its ReLU (RLPD, Ball et al. 2023), or after the ReLU with
+    `norm_after_relu` (ReBRAC's critics, CORL `rebrac.py`: Dense, relu, LayerNorm). None: off unless built inside
+    `critic_layer_norm(True)`. LayerNorm's parameters start at 1 and 0, so switching it on draws no random number
+    and leaves the linear layers' initialisation unchanged.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, n: int = 2, hidden: Sequence[int] = (256, 256)) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, n: int = 2, hidden: Sequence[int] = (256, 256),
+        layer_norm: bool | None = None, norm_after_relu: bool = False,
+    ) -> None:
         super().__init__()
         self.n = n
+        self.layer_norm = _CRITIC_LAYER_NORM.get() if layer_norm is None else layer_norm
         dims = [obs_dim + act_dim, *hidden]
         layers: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
-            layers += [EnsembleLinear(n, d_in, d_out), nn.ReLU()]
+            hidden_layer = [EnsembleLinear(n, d_in, d_out), nn.ReLU()]
+            if self.layer_norm:
+                hidden_layer.insert(2 if norm_after_relu else 1, EnsembleLayerNorm(n, d_out))
+            layers += hidden_layer
         layers.append(EnsembleLinear(n, dims[-1], 1))
         self.net = nn.Sequential(*layers)
 
@@ -187,6 +227,20 @@ class TanhGaussianPolicy(nn.Module):
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self._mean_std(obs)[0])
+
+
+class DeterministicPolicy(nn.Module):
+    """a = tanh(MLP(s)): TD3's deterministic actor (Fujimoto et al. 2018), ReBRAC's with 3 hidden layers."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256, 256)) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, act_dim, hidden, nn.Tanh())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
 
 
 def _draw(dist: Normal, noise: torch.Tensor | None) -> torch.Tensor:

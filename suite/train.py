@@ -21,10 +21,11 @@ import torch
 
 from suite import checkpoint, stop
 from suite.algorithm import Algorithm, apply_overrides, config_dict, get_algorithm, make_config
-from suite.buffer import ReplayBuffer
 from suite.data import Dataset, check_dataset_id, load_dataset
 from suite.envs import evaluate, make_env
 from suite.errors import UserError
+from suite.nets import critic_layer_norm
+from suite.replay import Protocol, Replay
 from suite.tracking import MemorySink, MetricsSink, flatten
 
 CHECKPOINT = "checkpoint.pt"
@@ -41,8 +42,20 @@ class TrainConfig:
     # CORL's offline-to-online configs (`algorithms/finetune/*`, gym-mujoco): 1M offline + 1M online steps.
     offline_steps: int = 1_000_000
     online_steps: int = 1_000_000
-    batch_size: int = 256  # IQL/CQL/AWAC papers and CORL
+    # Minibatch size; None: the algorithm's paper's (`Algorithm.batch_size`: 256 for IQL/CQL/AWAC/BAQ/Cal-QL as
+    # in their papers and CORL, 1024 for ReBRAC). The resolved config records the number.
+    batch_size: int | None = None
     utd: int = 1  # gradient updates per online env step (CORL's fine-tuning loop does one)
+    # Fine-tuning protocol (suite/replay.py). Off by default, and then left out of the resolved config, so that
+    # configs written before these options existed keep their identity (matrix cell hashes, checkpoint resume).
+    # mixing_ratio: share of each online batch drawn from the offline data, the rest from online transitions
+    # (RLPD's symmetric sampling: 0.5); None: one uniform buffer over both.
+    mixing_ratio: float | None = None
+    # retain_offline = false: online batches only from online transitions, after `warmup_steps` env steps of the
+    # pre-trained policy without updates (WSRL).
+    retain_offline: bool = True
+    warmup_steps: int = 0
+    critic_layernorm: bool = False  # LayerNorm in every suite.nets.CriticEnsemble (RLPD)
     eval_interval: int = 5_000  # CORL `eval_freq`
     eval_episodes: int = 10  # CORL `n_episodes`
     eval_at_start: bool = False
@@ -57,28 +70,50 @@ class TrainConfig:
     compile: bool = False
     algo_params: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.mixing_ratio, int) and not isinstance(self.mixing_ratio, bool):
+            self.mixing_ratio = float(self.mixing_ratio)  # 1 in a TOML file means 1.0 (one identity, one hash)
+
     def validate(self) -> TrainConfig:
         for name in ("offline_steps", "online_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("batch_size", "utd", "eval_interval", "eval_episodes", "log_interval",
                      "checkpoint_interval", "max_episode_steps"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if (value is not None or name != "batch_size") and not (_is_int(value) and value > 0):
+                raise UserError(f"{name} must be a positive integer, got {value}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise UserError(f"unknown device {self.device!r}; accepted: cpu, cuda, cuda:N")
-        make_config(self.algo, self.algo_params)  # unknown algorithm / parameter -> UserError
+        algo_cfg = self.algo_config()  # unknown algorithm / parameter -> UserError
         check_dataset_id(self.dataset)
+        self.protocol().check(self.online_steps, self.algo, get_algorithm(self.algo).samples_by_priority(algo_cfg))
         return self
+
+    def algo_config(self) -> Any:
+        """The algorithm's config: its defaults, the reference's values for this dataset, then `algo_params`."""
+        defaults = get_algorithm(self.algo).dataset_defaults(self.dataset)
+        return make_config(self.algo, {**defaults, **self.algo_params})
+
+    @property
+    def batch(self) -> int:
+        """The minibatch size: `batch_size`, or the algorithm's paper's when unset."""
+        return self.batch_size if self.batch_size is not None else get_algorithm(self.algo).batch_size
+
+    def protocol(self) -> Protocol:
+        return Protocol(self.mixing_ratio, self.retain_offline, self.warmup_steps)
 
     def resolved(self) -> dict[str, Any]:
         """The whole config with the algorithm's defaults filled in (what MLflow records)."""
         d = dataclasses.asdict(self)
-        d["algo_params"] = config_dict(make_config(self.algo, self.algo_params))
-        if not self.compile:
-            # Recorded only when on, so that configs written before the option existed keep their identity
-            # (matrix cell hashes, checkpoint resume).
-            del d["compile"]
+        d["algo_params"] = config_dict(self.algo_config())
+        d["batch_size"] = self.batch
+        # Options recorded only when on, so that configs written before they existed keep their identity
+        # (matrix cell hashes, checkpoint resume).
+        for key, off in (("compile", False), ("mixing_ratio", None), ("retain_offline", True),
+                         ("warmup_steps", 0), ("critic_layernorm", False)):
+            if d[key] == off:
+                del d[key]
         return d
 
     @classmethod
@@ -88,6 +123,10 @@ class TrainConfig:
         if unknown:
             raise UserError(f"unknown training key(s) {sorted(unknown)}; accepted: {', '.join(sorted(known))}")
         return apply_overrides(cls(), d, where="training config")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -191,20 +230,23 @@ def training_loop(
     sink.set_tags({"dataset.sha256": dataset.sha256, "dataset.env_id": env_id,
                    **{f"dataset.{k}": str(v) for k, v in dataset.provenance.items()}})
     algo_cls = get_algorithm(cfg.algo)
-    algo: Algorithm = algo_cls(make_config(cfg.algo, cfg.algo_params), dataset.obs_dim, dataset.act_dim, device)
+    with critic_layer_norm(cfg.critic_layernorm):
+        algo: Algorithm = algo_cls(cfg.algo_config(), dataset.obs_dim, dataset.act_dim, device)
     if cfg.compile:
         algo.compile()
     norm = _ObsNormalizer(dataset, cfg.normalize_obs)
     r_scale, r_bias = algo.reward_transform(dataset.episode_returns())
 
     n_offline = len(dataset)
-    buffer = ReplayBuffer(n_offline + cfg.online_steps, dataset.obs_dim, dataset.act_dim, device)
-    buffer.add_batch(
+    replay = Replay(algo, n_offline + cfg.online_steps, dataset.obs_dim, dataset.act_dim, device, cfg.protocol())
+    replay.load_offline(
         norm(dataset.observations), dataset.actions, r_scale * dataset.rewards + r_bias,
-        norm(dataset.next_observations), dataset.terminals,
+        norm(dataset.next_observations), dataset.terminals, dataset.timeouts,
     )
+    buffer = replay.buffer
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     total = cfg.offline_steps + cfg.online_steps
+    protocol, batch_size = cfg.protocol(), cfg.batch
     window = _MetricWindow()
     evals: list[dict[str, float]] = []
     env = None
@@ -281,18 +323,20 @@ def training_loop(
             act = algo.act(torch.as_tensor(norm(obs), device=device).unsqueeze(0), deterministic=False)
             act = act[0].cpu().numpy()
             next_obs, rew, terminated, truncated, _ = env.step(act)
-            buffer.add(norm(obs), act, r_scale * rew + r_bias, norm(next_obs), terminated)
+            replay.add(norm(obs), act, r_scale * rew + r_bias, norm(next_obs), terminated)
             episode["return"] += float(rew)
             episode["length"] += 1
             obs = next_obs
             if terminated or truncated:
+                replay.end_episode(episode["length"], terminated)
                 sink.log_metrics({"online/episode_return": episode["return"],
                                   "online/episode_normalized_score": dataset.normalized_score(episode["return"]),
                                   "online/episode_length": episode["length"]}, step)
                 episode = {"return": 0.0, "length": 0}
                 obs, _ = env.reset()
-        for _ in range(cfg.utd if online else 1):
-            window.add((yield buffer.sample(cfg.batch_size, gen)))
+        n_updates = protocol.updates(step - cfg.offline_steps, cfg.utd) if online else 1
+        for _ in range(n_updates):
+            window.add((yield replay.sample(batch_size, gen, online)))
 
         if step % cfg.log_interval == 0 or step == total:
             now = time.perf_counter()

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from suite import stop
-from suite.algorithm import Algorithm, Batch, Inputs, get_algorithm, make_config
+from suite.algorithm import Algorithm, Batch, Inputs, get_algorithm
 from suite.errors import UserError
 from suite.tracking import MetricsSink
 from suite.train import Progress, TrainConfig, TrainResult, training_loop
@@ -66,8 +66,8 @@ def check_vectorizable(algo: Algorithm) -> None:
     if not algo.vectorizable:
         raise UserError(
             f"--vectorize-seeds is not available for algorithm {algo.name!r} with this config; accepted: "
-            "iql (without actor_dropout), cql, awac, baq on a base among these (updates made of loss steps whose "
-            "random numbers are drawn up front)"
+            "iql (without actor_dropout), cql, calql, awac, baq on a base among these (updates made of loss steps "
+            "whose random numbers are drawn up front; rebrac's delayed actor steps are not)"
         )
 
 
@@ -175,10 +175,10 @@ class SeedVectorizedStep:
 
     def _loss(
         self, step: int, trainable: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor], parts: tuple[torch.Tensor, ...], inputs: Inputs,
+        buffers: dict[str, torch.Tensor], parts: dict[str, torch.Tensor], inputs: Inputs,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return torch.func.functional_call(self._holder, ({**trainable, **frozen}, buffers),
-                                          (Batch(*parts), inputs, step))
+                                          (Batch(**parts), inputs, step))
 
     def step(self, batches: Sequence[Batch], inputs: Sequence[Inputs] | None = None) -> list[dict[str, torch.Tensor]]:
         """One update of every seed on its batch. `inputs`: each seed's `update_inputs(batch)`, taken with its own
@@ -189,11 +189,12 @@ class SeedVectorizedStep:
             self._build()
         if inputs is None:
             inputs = [a.update_inputs(b) for a, b in zip(self.algos, batches, strict=True)]
-        weighted = {b.weight is not None for b in batches}
-        if len(weighted) > 1:
-            raise ValueError("either every seed's batch is prioritized (has weights) or none is")
-        fields = 6 if weighted == {True} else 5  # the importance weights ride along; losses never read `index`
-        parts = tuple(torch.stack(field) for field in zip(*(b[:fields] for b in batches), strict=True))
+        # Every field the batches carry rides along (importance weights, returns-to-go, next actions), except
+        # `index`, which no loss reads.
+        present = [tuple(k for k in Batch._fields if k != "index" and getattr(b, k) is not None) for b in batches]
+        if len(set(present)) > 1:
+            raise ValueError("the seeds' batches carry different fields (e.g. only some are prioritized)")
+        parts = {k: torch.stack([getattr(b, k) for b in batches]) for k in present[0]}
         stacked_inputs = {k: torch.stack([n[k] for n in inputs]) for k in inputs[0]}
         metrics: dict[str, torch.Tensor] = {}
         for step in self.steps:  # in order: a later step's loss sees the parameters an earlier one changed
@@ -216,7 +217,7 @@ def check_vectorizable_config(cfg: TrainConfig) -> None:
     if cfg.compile:
         raise UserError("--vectorize-seeds and --compile cannot be combined (vmap runs the eager networks)")
     with torch.random.fork_rng(devices=[]):
-        check_vectorizable(get_algorithm(cfg.algo)(make_config(cfg.algo, cfg.algo_params), 1, 1))
+        check_vectorizable(get_algorithm(cfg.algo)(cfg.algo_config(), 1, 1))
 
 
 class _RngSlot:

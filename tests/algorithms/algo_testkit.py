@@ -18,6 +18,8 @@ TINY: dict[str, dict] = {
     "cql": {"hidden": (32, 32), "cql_n_actions": 4},
     "awac": {"hidden": (32, 32)},
     "baq": {"base": "iql", "base_params": {"hidden": (32, 32)}, "behavior_hidden": (32, 32)},
+    "calql": {"hidden": (32, 32), "cql_n_actions": 4},
+    "rebrac": {"hidden": (32, 32)},
 }
 
 
@@ -27,11 +29,14 @@ def make_algo(name: str, seed: int = 0, **overrides) -> Algorithm:
     return get_algorithm(name)(make_config(name, {**TINY[name], **overrides}), OBS, ACT)
 
 
-def make_batch(b: int = 16, seed: int = 1) -> Batch:
+def make_batch(b: int = 16, seed: int = 1, fields: tuple[str, ...] = ()) -> Batch:
+    """A seeded random batch; `fields`: optional fields to fill too (an algorithm's `batch_fields`)."""
     g = torch.Generator().manual_seed(seed)
-    return Batch(torch.randn(b, OBS, generator=g), torch.rand(b, ACT, generator=g) * 1.8 - 0.9,
-                 torch.randn(b, generator=g), torch.randn(b, OBS, generator=g),
-                 (torch.rand(b, generator=g) < 0.2).float())
+    batch = Batch(torch.randn(b, OBS, generator=g), torch.rand(b, ACT, generator=g) * 1.8 - 0.9,
+                  torch.randn(b, generator=g), torch.randn(b, OBS, generator=g),
+                  (torch.rand(b, generator=g) < 0.2).float())
+    extras = {"rtg": torch.randn(b, generator=g), "next_act": torch.rand(b, ACT, generator=g) * 1.8 - 0.9}
+    return batch._replace(**{k: extras[k] for k in fields})
 
 
 def params(module: nn.Module) -> list[torch.Tensor]:

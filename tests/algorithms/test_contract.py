@@ -45,6 +45,7 @@ class Contract:
     td_loss: Callable[[Algorithm, Batch, torch.Tensor], torch.Tensor] | None = None
     logged: tuple[str, ...] = ()  # losses that suite.train logs every log_interval
     check_trained: Callable[[Algorithm], None] = _no_check  # more on the algorithm reloaded from final.pt
+    actor_target: str | None = None  # a target network that follows the actor (ReBRAC's), moved by a penalty too
 
 
 def _cql_trained(algo: Algorithm) -> None:
@@ -74,11 +75,37 @@ CONTRACTS = {
         metrics=IQL_METRICS | {"bc_loss", "divergence_raw", "divergence_mean", "critic_weight_mean", "sigma",
                                "kappa", "lambda", "actor_penalty"},
         stochastic=False, actor="base.actor", overrides={"weight_offline": True, "penalty_offline": True}),
+    # Cal-QL is CQL's update with the bound: the same networks and metrics, plus how often the bound binds.
+    "calql": Contract(
+        networks=frozenset({"critic", "critic_target", "actor", "temperatures"}),
+        metrics=frozenset({"critic_loss", "td_loss", "cql_gap", "actor_loss", "alpha_loss", "alpha", "log_pi",
+                           "q_mean", "bound_rate"}),
+        stochastic=True, own_parameters=lambda algo: {"log_alpha": algo.temperatures["log_alpha"]},
+        td_loss=lambda algo, batch, weight: algo.critic_loss(batch, weight)[1]["td_loss"],
+        logged=("train/critic_loss", "train/actor_loss", "train/cql_gap", "train/bound_rate"),
+        check_trained=_cql_trained),
+    # ReBRAC's first update steps the actor and both targets too (every policy_freq-th update does).
+    "rebrac": Contract(
+        networks=frozenset({"critic", "critic_target", "actor", "actor_target"}),
+        metrics=frozenset({"critic_loss", "q_mean", "critic_bc", "actor_loss", "actor_bc", "beta_actor"}),
+        stochastic=True,
+        td_loss=lambda algo, batch, weight: algo.critic_loss(batch, torch.zeros_like(batch.act), 0.01, weight)[0],
+        logged=("train/critic_loss", "train/actor_loss"), check_trained=lambda algo: _rebrac_trained(algo),
+        actor_target="actor_target"),
 }
 ALL = list(CONTRACTS)
 WITH_CRITIC_LOSS = [name for name, c in CONTRACTS.items() if c.td_loss is not None]
 TRAINED = [name for name, c in CONTRACTS.items() if c.logged]
-BASES = ["iql", "cql", "awac"]  # (test_baq.py has BAQ's own checkpoint round trip)
+BASES = ["iql", "cql", "awac", "calql", "rebrac"]  # (test_baq.py has BAQ's own checkpoint round trip)
+
+
+def _rebrac_trained(algo: Algorithm) -> None:
+    assert algo.updates == 100 and algo.online and algo.online_step == 50
+
+
+def batch_for(name: str, b: int = 16, seed: int = 1) -> Batch:
+    """`make_batch` with the optional fields the algorithm reads (returns-to-go, next actions)."""
+    return make_batch(b, seed, fields=get_algorithm(name).batch_fields)
 
 
 def make(name: str, seed: int = 0) -> Algorithm:
@@ -96,7 +123,7 @@ def scalars(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def test_every_registered_algorithm_has_a_contract() -> None:
     assert sorted(CONTRACTS) == algorithm_names()
-    assert WITH_CRITIC_LOSS == TRAINED == BASES and ALL == [*BASES, "baq"]
+    assert sorted(WITH_CRITIC_LOSS) == sorted(TRAINED) == sorted(BASES) and sorted(ALL) == sorted([*BASES, "baq"])
 
 
 # --- one update -------------------------------------------------------------------------------------------
@@ -106,7 +133,7 @@ def test_update_changes_every_network_and_returns_finite_detached_scalars(name: 
     algo = make(name)
     before = networks(algo)
     own = {key: p.detach().clone() for key, p in contract.own_parameters(algo).items()}
-    metrics = algo.update(make_batch())
+    metrics = algo.update(batch_for(name))
     assert set(before) == contract.networks
     after = networks(algo)
     for key, old in before.items():
@@ -124,7 +151,7 @@ def test_same_seed_same_metrics_and_parameters(name: str) -> None:
     for _ in range(2):
         algo = make(name, seed=4)
         reseed(name, 5)
-        metrics = [scalars(algo.update(make_batch(seed=s))) for s in range(3)]
+        metrics = [scalars(algo.update(batch_for(name, seed=s))) for s in range(3)]
         runs.append((metrics, networks(algo)))
     assert runs[0][0] == runs[1][0]
     assert same_networks(runs[0][1], runs[1][1])
@@ -134,13 +161,13 @@ def test_same_seed_same_metrics_and_parameters(name: str) -> None:
 def test_state_dict_round_trip_gives_same_actions_and_next_update(name: str, tmp_path: Path) -> None:
     algo = make(name)
     for s in range(2):
-        algo.update(make_batch(seed=s))
+        algo.update(batch_for(name, seed=s))
     checkpoint.save(tmp_path / "algo.pt", algo.state_dict())
     clone = make(name, seed=123)
     clone.load_state_dict(checkpoint.load(tmp_path / "algo.pt"))
-    obs = make_batch(seed=7).obs
+    obs = batch_for(name, seed=7).obs
     assert torch.equal(algo.act(obs, deterministic=True), clone.act(obs, deterministic=True))
-    batch = make_batch(seed=8)
+    batch = batch_for(name, seed=8)
     reseed(name, 11)
     m1 = algo.update(batch)
     reseed(name, 11)
@@ -152,7 +179,7 @@ def test_state_dict_round_trip_gives_same_actions_and_next_update(name: str, tmp
 # --- critic weights and actor penalty ---------------------------------------------------------------------
 @pytest.mark.parametrize("name", ALL)
 def test_critic_weight_of_ones_equals_no_weight(name: str) -> None:
-    batch = make_batch()
+    batch = batch_for(name)
     results = []
     for weight in (None, torch.ones(16)):
         algo = make(name, seed=2)
@@ -167,7 +194,7 @@ def test_critic_weight_of_ones_equals_no_weight(name: str) -> None:
 def test_zero_critic_weight_removes_the_sample_from_the_td_gradient(name: str) -> None:
     algo = make(name)
     td_loss = CONTRACTS[name].td_loss
-    batch = make_batch()
+    batch = batch_for(name)
     changed = batch._replace(rew=batch.rew.clone().index_fill_(0, torch.tensor([3]), 1e3))
 
     def td_grad(b: Batch, weight: torch.Tensor) -> list[torch.Tensor]:
@@ -184,7 +211,7 @@ def test_zero_critic_weight_removes_the_sample_from_the_td_gradient(name: str) -
 @pytest.mark.parametrize("name", ALL)
 def test_actor_penalty_changes_only_the_actor(name: str) -> None:
     actor = CONTRACTS[name].actor
-    batch = make_batch()
+    batch = batch_for(name)
     results = []
     for penalty in (None, lambda obs, actor: 10.0 * actor.deterministic(obs).pow(2).sum(-1)):
         algo = make(name, seed=2)
@@ -194,8 +221,9 @@ def test_actor_penalty_changes_only_the_actor(name: str) -> None:
     assert "actor_penalty" in results[1][0] and results[1][0]["actor_penalty"].item() > 0
     (_, without), (_, with_penalty) = results
     assert actor in without
-    assert same_networks({k: v for k, v in without.items() if k != actor},
-                         {k: v for k, v in with_penalty.items() if k != actor})
+    policy = {actor, CONTRACTS[name].actor_target}
+    assert same_networks({k: v for k, v in without.items() if k not in policy},
+                         {k: v for k, v in with_penalty.items() if k not in policy})
     assert not same(without[actor], with_penalty[actor])
 
 
@@ -216,6 +244,11 @@ def test_actor_penalty_changes_only_the_actor(name: str) -> None:
     ("iql", {"hidden": [256, 0]}, r"hidden must be .* got \[256, 0\]"),
     ("awac", {"n_critics": 0}, "n_critics must be >= 1, got 0"),
     ("baq", {"behavior_lr": 0.0}, "behavior_lr must be > 0"),
+    ("calql", {"rtg_timeout_tail": "bootstrap"}, "unknown rtg_timeout_tail 'bootstrap' for calql; accepted: zero"),
+    ("calql", {"cql_temp": 0.0}, "cql_temp must be > 0"),  # CQL's own checks reach Cal-QL
+    ("rebrac", {"policy_freq": 0}, "policy_freq must be a positive integer, got 0"),
+    ("rebrac", {"actor_bc_coef": -0.1}, "actor_bc_coef must be >= 0"),
+    ("rebrac", {"min_decay_coef": 1.5}, r"min_decay_coef must be in \[0, 1\]"),
 ])
 def test_bad_config_is_a_user_error(name: str, params: dict, match: str) -> None:
     with pytest.raises(UserError, match=match) as err:

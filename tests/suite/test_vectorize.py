@@ -152,6 +152,8 @@ def test_training_vectorized_equals_separate_runs(tiny_dataset_id: str, tmp_path
     # disagreement), the NLL divergence and a frozen copy of the offline actor as π_β, on CQL.
     ("baq", {"base": "cql", "schedule": "adaptive", "priority": "bc_divergence", "divergence": "nll",
              "behavior_model": "offline_actor"}, "train/uncertainty"),
+    # Cal-QL: batches carry returns-to-go (online ones filled in as episodes end), stacked with the rest.
+    ("calql", {"cql_n_actions": 2}, "train/bound_rate"),
 ])
 def test_training_vectorized_equals_separate_runs_for_every_kind_of_update(
     tiny_dataset_id: str, algo: str, params: dict, metric: str
@@ -203,7 +205,7 @@ def test_vectorized_resume_continues_each_seed(tiny_dataset_id: str, tmp_path: P
 
 def test_vectorize_rejects_what_it_cannot_do(tiny_dataset_id: str) -> None:
     cfg = tiny_cfg(tiny_dataset_id)
-    with pytest.raises(UserError, match="algorithm 'baq'.*accepted: iql .*, cql, awac, baq on a base"):
+    with pytest.raises(UserError, match="algorithm 'baq'.*accepted: iql .*, cql, calql, awac, baq on a base"):
         check_vectorizable_config(dataclasses.replace(cfg, algo="baq", algo_params={
             "base_params": {"actor_dropout": 0.1}}))
     with pytest.raises(UserError, match="accepted: iql"):
