@@ -150,6 +150,12 @@ class Algorithm(ABC):
     def on_online_step(self, step: int) -> None:
         """Called before the updates of each online env step (`step` counts online steps from 1)."""
 
+    def resume_online(self, buffer: Any, state: dict[str, Any]) -> None:
+        """Resume from a checkpoint written after the switch, with `buffer` holding the offline data: the
+        switch's own state first (e.g. a sampler the hook installs), then the saved values over it."""
+        self.on_online_start(buffer)
+        self.load_state_dict(state)
+
     def modules(self) -> dict[str, nn.Module]:
         """Every network and optimiser worth saving, by name. Subclasses list theirs."""
         return {}

@@ -30,7 +30,7 @@ from suite import stop
 from suite.algorithm import Algorithm, Batch, Inputs, get_algorithm
 from suite.errors import UserError
 from suite.tracking import MetricsSink
-from suite.train import Progress, TrainConfig, TrainResult, training_loop
+from suite.train import Progress, TrainConfig, TrainingRun, TrainResult
 
 
 class _LossModule(nn.Module):
@@ -264,39 +264,51 @@ def train_vectorized(
     check_vectorizable_config(cfgs[0])
     slots = [_RngSlot(torch.device(c.device)) for c in cfgs]
     progress = progress or [None] * len(cfgs)
-    # One stop decision per lockstep step, read by every seed's loop: a signal landing between two seeds' checks
+    # One stop decision per lockstep step, read by every seed's run: a signal landing between two seeds' checks
     # must not leave their checkpoints at different steps.
     stop_now = [False]
-    runs = [training_loop(c, sink, d, p, stop_requested=lambda: stop_now[0])
-            for c, sink, d, p in zip(cfgs, sinks, run_dirs, progress, strict=True)]
-    algos, starts = [], []
-    for run, slot in zip(runs, slots, strict=True):
+    runs = []
+    for cfg, sink, run_dir, report, slot in zip(cfgs, sinks, run_dirs, progress, slots, strict=True):
         with slot:
-            algo, start = next(run)
-        algos.append(algo)
-        starts.append(start)
+            runs.append(TrainingRun(cfg, sink, run_dir, report, stop_requested=lambda: stop_now[0]))
+    starts = [run.step for run in runs]
     if len(set(starts)) > 1:
         raise SeedsOutOfStep(f"the seeds' checkpoints are at different steps {starts} (a kill between their "
                              "writes); resume the seeds separately up to one step, or delete the checkpoints")
-    vectorized = SeedVectorizedStep(algos)
-    results: list[TrainResult | None] = [None] * len(runs)
-    metrics: list[dict[str, torch.Tensor] | None] = [None] * len(runs)
-    while True:
-        batches, inputs, stopped = [], [], []
+    vectorized = SeedVectorizedStep([run.algo for run in runs])
+    while not runs[0].done:
         stop_now[0] = stop.requested()
-        for i, (run, slot) in enumerate(zip(runs, slots, strict=True)):
+        _lockstep(runs, slots, vectorized)
+    results = []
+    for run, slot in zip(runs, slots, strict=True):
+        with slot:
+            results.append(run.finish())
+    return results
+
+
+def _lockstep(runs: list[TrainingRun], slots: list[_RngSlot], vectorized: SeedVectorizedStep) -> None:
+    """One step of every seed's run, their updates as one batched update; a stop is raised once every seed has
+    checkpointed."""
+    counts = []
+    for run, slot in zip(runs, slots, strict=True):
+        with slot:
+            counts.append(run.begin_step())
+    if len(set(counts)) > 1:
+        raise RuntimeError("seed-vectorized runs fell out of lockstep")
+    for _ in range(counts[0]):
+        batches, inputs = [], []
+        for run, slot in zip(runs, slots, strict=True):
             with slot:
-                try:
-                    batches.append(run.send(metrics[i]))
-                    inputs.append(algos[i].update_inputs(batches[-1]))  # the draws a separate run would make
-                except StopIteration as finished:
-                    results[i] = finished.value
-                except stop.StopRequested as request:  # this seed has checkpointed; let the others do so too
-                    stopped.append(request)
-        if stopped:
-            raise stopped[0]
-        if len(batches) == 0:
-            return results  # type: ignore[return-value]
-        if len(batches) != len(runs):
-            raise RuntimeError("seed-vectorized runs fell out of lockstep")
-        metrics = vectorized.step(batches, inputs)
+                batches.append(run.next_batch())
+                inputs.append(run.algo.update_inputs(batches[-1]))  # the draws a separate run would make
+        for run, metrics in zip(runs, vectorized.step(batches, inputs), strict=True):
+            run.record(metrics)
+    stopped = []
+    for run, slot in zip(runs, slots, strict=True):
+        with slot:
+            try:
+                run.end_step()
+            except stop.StopRequested as request:  # this seed has checkpointed; let the others do so too
+                stopped.append(request)
+    if stopped:
+        raise stopped[0]

@@ -131,7 +131,7 @@ def test_end_to_end_overhead_breakdown(tp, tiny_dataset_id: str) -> None:
     parts = e2e["breakdown_s"]
     assert e2e["overhead"] == pytest.approx(e2e["run_wall_s"] / e2e["bare_wall_s"] - 1)
     # Evaluations at 10 and 20, online env steps 13..20, one checkpoint at 15: every timer saw work.
-    for key in ("evaluation", "env_steps", "checkpoints", "dataset_load", "final_outputs", "tracking"):
+    for key in ("evaluation", "env_steps", "checkpoints", "set_up", "final_outputs", "tracking"):
         assert parts[key] > 0, key
     assert parts["other"] == pytest.approx(e2e["run_wall_s"] - e2e["bare_wall_s"]
                                            - sum(v for k, v in parts.items() if k != "other"))

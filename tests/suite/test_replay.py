@@ -13,7 +13,7 @@ from suite.buffer import ReplayBuffer
 from suite.errors import UserError
 from suite.matrix import cell_hash
 from suite.tracking import MemorySink
-from suite.train import TrainConfig, train, training_loop
+from suite.train import TrainConfig, TrainingRun, train
 from tests.suite.test_train import deterministic_metrics, tiny_cfg
 
 
@@ -47,12 +47,12 @@ def test_sampling_the_online_part_before_any_online_transition_fails() -> None:
 def test_no_retain_buffer_holds_exactly_the_warmup_transitions_at_the_first_update(tiny_dataset_id: str) -> None:
     cfg = tiny_cfg(tiny_dataset_id, offline_steps=10, online_steps=30, retain_offline=False, warmup_steps=12,
                    utd=2, batch_size=64)
-    run = training_loop(cfg, MemorySink(), None, None)
-    algo, _ = next(run)
+    run = TrainingRun(cfg, MemorySink())
+    algo = run.algo
     seen = {}
     switch = algo.on_online_start
     algo.on_online_start = lambda buffer: (seen.setdefault("buffer", buffer), switch(buffer))
-    batches = [next(run)] + [run.send({}) for _ in range(10)]  # the 10 offline updates and the first online one
+    batches = _batches(run, 11)  # the 10 offline updates and the first online one
     buffer = seen["buffer"]
     n_offline = 3000  # the tiny dataset (tests/conftest.py)
     # The first online update comes after the 12 warm-up steps and the 13th env step: 13 online transitions.
@@ -61,20 +61,29 @@ def test_no_retain_buffer_holds_exactly_the_warmup_transitions_at_the_first_upda
     first_online = batches[-1]
     assert all((online_rows == row).all(-1).any() for row in first_online.obs)  # every row an online one
     assert len({tuple(r.tolist()) for r in first_online.obs}) > 1
-    run.close()
+
+
+def _batches(run: TrainingRun, n: int) -> list:
+    """The first `n` batches the run hands out for updates (the updates themselves left out)."""
+    out: list = []
+    while True:
+        for _ in range(run.begin_step()):
+            out.append(run.next_batch())
+            run.record({})
+            if len(out) == n:
+                return out
+        run.end_step()
 
 
 def _updates(cfg: TrainConfig) -> int:
-    run = training_loop(cfg, MemorySink(), None, None)
-    next(run)
-    count = 0
-    try:
-        run.send(None)
-        while True:
+    run, count = TrainingRun(cfg, MemorySink()), 0
+    while not run.done:
+        for _ in range(run.begin_step()):
+            run.next_batch()
+            run.record({})
             count += 1
-            run.send({})
-    except StopIteration:
-        return count
+        run.end_step()
+    return count
 
 
 def test_warmup_steps_make_no_updates_and_utd_follows_them(tiny_dataset_id: str) -> None:
