@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from suite import stop
+from suite import spool, stop
 from suite.errors import UserError
 from suite.launch import RUN_FILE, launch
 from suite.matrix import Cell, Matrix, format_dry_run, format_table
@@ -84,6 +84,11 @@ def execute_job(job: Job, report: Callable[[str, dict[str, Any], str], None]) ->
         return execute_seed_group(job, report)
     except stop.StopRequested as request:  # launch() has ended the run as KILLED; the checkpoint is saved
         return {h: {"status": INTERRUPTED, "detail": str(request)} for h in job_hashes(job)}
+    except KeyboardInterrupt:  # a stop request while the cell was being set up (suite.stop.interruptible)
+        if not stop.requested():
+            raise
+        return {h: {"status": INTERRUPTED, "detail": "stopped on request before training"}
+                for h in job_hashes(job)}
     except Exception as exc:  # still tell the runner why
         return {h: {"status": FAILED, "error": one_line(exc)} for h in job_hashes(job)}
 
@@ -146,15 +151,27 @@ def train_cell(job: CellJob, run_id: str | None, report: Report) -> dict[str, An
                         tags=cell_tags(job), progress=lambda info: report("progress", info), run_id=run_id)
     except Exception as exc:  # launch() has already marked the run FAILED with the full reason
         return {"status": FAILED, "error": one_line(exc), "run_id": run_id}
-    return finished_outcome(result)
+    outcome = finished_outcome(result)
+    behind, _ = spool.pending(Path(job.cell_dir))
+    if behind:
+        outcome["detail"] = tracking_behind(behind)
+    return outcome
+
+
+def tracking_behind(records: int) -> str:
+    return f"tracking behind: {records} records spooled; the next `baq run` or `baq sync` delivers them"
 
 
 def prepare_cell(job: CellJob, report: Report) -> tuple[dict[str, Any] | None, str | None]:
     """With the cell's lock held: (outcome, None) when there is nothing to train (already finished), else
     (None, the MLflow run to continue or None for a new one), after reporting the start."""
     cell, run_dir, uri = job.cell, Path(job.cell_dir), job.tracking_uri
-    client, experiment_id = open_store(uri, job.matrix)
-    runs = cell_runs(client, experiment_id, cell.hash)
+    behind, end = spool.pending(run_dir)
+    if end == "FINISHED" and not job.force:  # finished here while the store was away
+        return {"status": FINISHED, "detail": f"already finished; {tracking_behind(behind)}"}, None
+    with stop.interruptible():
+        client, experiment_id = open_store(uri, job.matrix)
+        runs = cell_runs(client, experiment_id, cell.hash)
     if job.force and runs:
         supersede(client, runs, "rerun with --force")
         runs = []
@@ -558,6 +575,7 @@ def run_matrix(
     uri = resolve_tracking_uri(tracking_uri, results_dir)
     cells = matrix.cells()
     client, experiment_id = open_store(uri, matrix.name)
+    _deliver_spools(matrix.name, [cell_dir(results_dir, matrix.name, c.hash) for c in cells])
     existing = {} if force else runs_by_cell(client, experiment_id)
 
     n_workers = workers or (max(1, default_workers() // threads) if backend == "local" else len(cells))
@@ -565,8 +583,10 @@ def run_matrix(
     finished_before = 0
     for cell in cells:
         done = [r for r in existing.get(cell.hash, []) if r.info.status == "FINISHED"]
-        if done:
-            board.mark(cell.hash, FINISHED, "already finished", final_score(done[0]), announce=False)
+        behind, end = (0, None) if force else spool.pending(cell_dir(results_dir, matrix.name, cell.hash))
+        if done or end == "FINISHED":  # a cell that finished while the store was away counts as finished
+            detail = "already finished" + (f"; {tracking_behind(behind)}" if behind else "")
+            board.mark(cell.hash, FINISHED, detail, final_score(done[0]) if done else None, announce=False)
             finished_before += 1
     if finished_before:
         print(f"{matrix.name}: {finished_before}/{len(cells)} cells already finished, skipped", flush=True)
@@ -604,6 +624,19 @@ def run_matrix(
 
 
 # --- dry run and status -----------------------------------------------------------------------------------
+def _deliver_spools(name: str, cell_dirs: list[Path]) -> None:
+    """Deliver what cells spooled while the store was away (suite.spool) before deciding what to train."""
+    from suite.sync import sync_run_dirs
+
+    results = sync_run_dirs(d for d in cell_dirs if (d / spool.SPOOL_DIR).is_dir())
+    delivered = [r for r in results if r.error is None]
+    if delivered:
+        print(f"{name}: delivered the spooled tracking records of {len(delivered)} runs", flush=True)
+    for result in results:
+        if result.error is not None:
+            print(f"{name}: warning: {result.line()}", flush=True)
+
+
 def print_dry_run(matrix: Matrix) -> None:
     """The expanded cells (algo, dataset, seed, overrides, cell hash) and their count; nothing runs."""
     print(format_dry_run(matrix))
@@ -636,6 +669,10 @@ def matrix_status(
             offline = _fmt(scores.get(cell.config.offline_steps)) if cell.config.offline_steps else ""
             final = _fmt(scores.get(cell.total_steps)) if state == "finished" else ""
             note = run.data.tags.get("baq.error", "")[:80] if state == "failed" else ""
+        behind, end = spool.pending(cell_dir(results_dir, matrix.name, cell.hash))
+        if behind:
+            state = "finished" if end == "FINISHED" else state
+            note = f"tracking behind: {behind} records spooled (baq sync)"
         states.append(state)
         rows.append([cell.algo, cell.dataset, str(cell.seed), cell.overrides_json if cell.overrides else "-",
                      cell.hash, state, steps, offline, final, run_id, note])

@@ -28,6 +28,7 @@ def test_metrics_are_buffered_until_flush(tmp_path: Path) -> None:
     assert [(m.step, m.value) for m in history] == [(s, s * 0.5) for s in range(1, 2501)]
     sink.log_params({f"p{i}": i for i in range(150)})  # more than one batch of params too
     sink.log_params({"p0": 0})  # a resumed run re-logging its params is fine
+    sink.flush()
     assert len(client.get_run(sink.run_id).data.params) == 150
     sink.end("FINISHED")
     run = client.get_run(sink.run_id)
