@@ -169,17 +169,17 @@ def prepare_cell(job: CellJob, report: Report) -> tuple[dict[str, Any] | None, s
     behind, end = spool.pending(run_dir)
     if end == "FINISHED" and not job.force:  # finished here while the store was away
         return {"status": FINISHED, "detail": f"already finished; {tracking_behind(behind)}"}, None
-    with stop.interruptible():
+    with stop.interruptible():  # store calls that may wait on the network: a stop request ends them at once
         client, experiment_id = open_store(uri, job.matrix)
         runs = cell_runs(client, experiment_id, cell.hash)
-    if job.force and runs:
-        supersede(client, runs, "rerun with --force")
-        runs = []
-    done = [r for r in runs if r.info.status == "FINISHED"]
-    if done:
-        return {"status": FINISHED, "run_id": done[0].info.run_id, "score": final_score(done[0]),
-                "detail": "already finished"}, None
-    run_id = _continuable_run(client, runs, run_dir, uri)
+        if job.force and runs:
+            supersede(client, runs, "rerun with --force")
+            runs = []
+        done = [r for r in runs if r.info.status == "FINISHED"]
+        if done:
+            return {"status": FINISHED, "run_id": done[0].info.run_id, "score": final_score(done[0]),
+                    "detail": "already finished"}, None
+        run_id = _continuable_run(client, runs, run_dir, uri)
     if run_id is None:
         # A new run must start from step 0: a checkpoint here belongs to a run that is gone or superseded.
         for name in (CHECKPOINT, RUN_FILE):

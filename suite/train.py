@@ -250,7 +250,7 @@ def training_loop(
     def save_checkpoint(step: int) -> None:
         if not ckpt_path:
             return
-        sink.flush()  # metrics up to `step` are stored before the checkpoint that would skip them on resume
+        sink.flush()  # metrics up to `step` are kept (store or spool) before the checkpoint that skips them
         online = step > cfg.offline_steps
         checkpoint.save(ckpt_path, {
             "config": cfg.resolved(), "step": step, "algo": algo.state_dict(),
