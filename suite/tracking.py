@@ -143,8 +143,8 @@ def probe_tracking_server(uri: str) -> None:
     check = ("check that `mlflow server` runs there and listens on that address and port, or pass another "
              "--tracking-uri / MLFLOW_TRACKING_URI")
     if not tcp_reachable(host, port, PROBE_TIMEOUT_S):
-        raise UserError(f"tracking server {uri} cannot be reached: no connection to {host}:{port} within "
-                        f"{PROBE_TIMEOUT_S:.0f} s; {check}")
+        raise UserError(f"tracking server {uri} cannot be reached: no connection to {host}:{port} (refused, "
+                        f"unknown host, or no answer within {PROBE_TIMEOUT_S:.0f} s); {check}")
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
