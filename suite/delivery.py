@@ -88,6 +88,7 @@ class Sender:
         self.failures = 0  # consecutive failed attempts; 0 while the store answers
         self.attempts_failed = 0  # all failed attempts, for waiters that need a fresh outcome
         self.last_error: str | None = None
+        self.busy_since: float | None = None  # monotonic start of the attempt in progress
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._changed = threading.Condition()
@@ -96,6 +97,12 @@ class Sender:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def behind(self, stall_s: float) -> bool:
+        """Whether the store is not keeping up: the last attempt failed, or the one in progress has been
+        waiting for an answer for more than `stall_s`."""
+        busy = self.busy_since
+        return bool(self.failures) or (busy is not None and time.monotonic() - busy > stall_s)
 
     def stop(self, join_s: float = 1.0) -> bool:
         """Ask the thread to end; True if it did within `join_s` (else it ends after its current call,
@@ -134,6 +141,7 @@ class Sender:
                 self.spool.close()
 
     def _attempt(self) -> None:
+        self.busy_since = time.monotonic()
         try:
             deliver_all(self.client, self.spool)
             self.failures, self.last_error = 0, None
@@ -141,5 +149,7 @@ class Sender:
             self.failures += 1
             self.attempts_failed += 1
             self.last_error = describe(exc)
+        finally:
+            self.busy_since = None
         with self._changed:
             self._changed.notify_all()

@@ -670,7 +670,7 @@ def matrix_status(
             final = _fmt(scores.get(cell.total_steps)) if state == "finished" else ""
             note = run.data.tags.get("baq.error", "")[:80] if state == "failed" else ""
         behind, end = spool.pending(cell_dir(results_dir, matrix.name, cell.hash))
-        if behind:
+        if behind and state != "running":  # a running cell's spool drains at its next flush
             state = "finished" if end == "FINISHED" else state
             note = f"tracking behind: {behind} records spooled (baq sync)"
         states.append(state)

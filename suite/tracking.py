@@ -238,7 +238,7 @@ class MLflowSink:
         sender keeps trying and `tracking_note` says so)."""
         start = time.perf_counter()
         self.spool.sync_to_disk()
-        if self.sender.failures:
+        if self.sender.behind(FLUSH_WAIT_S):
             self.sender.wake()  # already behind: training does not wait for the store
         else:
             self._wait(FLUSH_WAIT_S)
@@ -267,9 +267,10 @@ class MLflowSink:
 
     def tracking_note(self) -> str | None:
         """None while the store keeps up; else what the progress line shows (records waiting, and why)."""
-        if not self.sender.failures:
+        if not self.sender.behind(FLUSH_WAIT_S):
             return None
-        return f"tracking behind: {self.spool.backlog} records spooled ({self.sender.last_error})"
+        reason = self.sender.last_error or f"no answer for more than {FLUSH_WAIT_S:.0f} s"
+        return f"tracking behind: {self.spool.backlog} records spooled ({reason})"
 
     def _wait(self, seconds: float) -> bool:
         asked = time.monotonic() if stop.requested() else None
