@@ -36,6 +36,9 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from suite.tracking import check_store
+
+    check_store(args.tracking_uri)  # a tracking server that is not there: seconds, before torch is imported
     from suite.launch import launch
     from suite.progress_bar import TrainProgress
     from suite.train import TrainConfig
@@ -100,6 +103,10 @@ def _load_matrix(args: argparse.Namespace) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from suite.tracking import check_store
+
+    if not args.dry_run:
+        check_store(args.tracking_uri)
     from suite.runner import print_dry_run, run_matrix
 
     matrix = _load_matrix(args)
@@ -165,11 +172,26 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
             print("  ".join(f"{k}={v}" for k, v in row.items()))
     elif args.action == "info":
         print(json.dumps(data.dataset_info(args.id), indent=2, default=str))
+    elif args.action == "download":
+        print(data.download_dataset(args.id))
     elif args.action == "build":
         name = args.id.removeprefix("local:")
         ds = data.build_local(name, n_transitions=args.transitions, seed=args.seed, force=args.force)
         print(f"built local:{name}: {len(ds)} transitions, sha256 {ds.sha256[:12]}")
     return 0
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from suite.sync import sync_command
+
+    target = Path(args.target or os.environ.get("BAQ_RESULTS_DIR", "results"))
+    if target.suffix != ".toml":
+        return sync_command(target)
+    from suite.matrix import load_matrix
+    from suite.runner import cell_dir
+
+    matrix, results = load_matrix(target), Path(os.environ.get("BAQ_RESULTS_DIR", "results"))
+    return sync_command(target, [cell_dir(results, matrix.name, c.hash) for c in matrix.cells()])
 
 
 def _cmd_algos(args: argparse.Namespace) -> int:
@@ -291,7 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     dsub.add_parser("list", help="list known and built datasets")
     i = dsub.add_parser("info", help="statistics of one dataset")
     i.add_argument("id")
+    dl = dsub.add_parser("download", help="fetch a d4rl: or minari: dataset into its local store")
+    dl.add_argument("id", help="d4rl:<name>-v2 or minari:<id>, e.g. minari:mujoco/hopper/medium-v0")
     d.set_defaults(func=_cmd_datasets)
+
+    y = sub.add_parser("sync", help="deliver tracking records spooled while the MLflow store was away")
+    y.add_argument("target", nargs="?", help="run directory, directory of runs or matrix file (default: results/)")
+    y.set_defaults(func=_cmd_sync)
 
     a = sub.add_parser("algos", help="list algorithms and their default configs")
     a.add_argument("name", nargs="?")

@@ -1,6 +1,8 @@
 """Run one training as one MLflow run: create or continue the run, tag it, end it FINISHED or FAILED.
 
 The CLI's `baq train` and the matrix runner both come through here, so every run is recorded the same way.
+Opening the run is the one moment the tracking store must answer (and a stop request interrupts it at once);
+after that the run's records are spooled in its directory and delivered in the background (suite.tracking).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import Any
 
 import torch
 
+from suite import stop
 from suite.files import atomic_write_text
+from suite.sync import deliver_before_training
 from suite.tracking import MLflowSink, default_tracking_uri, git_info, package_versions
-from suite.train import TrainConfig, TrainResult, train
+from suite.train import Progress, TrainConfig, TrainResult, train
 
 RUN_FILE = "run.json"
 
@@ -45,9 +49,10 @@ def launch(
     `run_id` continues that MLflow run instead of the one in run.json (the matrix runner finds a cell's run
     by its tag, which also covers a runner killed between creating the run and writing run.json)."""
     cfg.validate()
-    sink = open_run(cfg, experiment, run_dir, tracking_uri, tags, run_id)
+    with stop.interruptible():
+        sink = open_run(cfg, experiment, run_dir, tracking_uri, tags, run_id)
     try:
-        result = train(cfg, sink, run_dir, progress)
+        result = train(cfg, sink, run_dir, with_tracking_note(progress, sink))
     except BaseException as exc:
         _end_failed(sink, exc)
         raise
@@ -76,9 +81,11 @@ def launch_vectorized(
     tags, progress, run_ids = tags or [{}] * n, progress or [None] * n, run_ids or [None] * n
     sinks: list[MLflowSink] = []
     try:
-        for cfg, run_dir, extra, run_id in zip(cfgs, run_dirs, tags, run_ids, strict=True):
-            sinks.append(open_run(cfg, experiment, run_dir, tracking_uri,
-                                  {**extra, "baq.vectorized_seeds": str(n)}, run_id))
+        with stop.interruptible():
+            for cfg, run_dir, extra, run_id in zip(cfgs, run_dirs, tags, run_ids, strict=True):
+                sinks.append(open_run(cfg, experiment, run_dir, tracking_uri,
+                                      {**extra, "baq.vectorized_seeds": str(n)}, run_id))
+        progress = [with_tracking_note(p, sink) for p, sink in zip(progress, sinks, strict=True)]
         results = train_vectorized(cfgs, sinks, run_dirs, progress)
     except BaseException as exc:
         for sink in sinks:
@@ -93,9 +100,11 @@ def open_run(
     cfg: TrainConfig, experiment: str, run_dir: Path, tracking_uri: str | None = None,
     tags: dict[str, str] | None = None, run_id: str | None = None,
 ) -> MLflowSink:
-    """The MLflow run of `run_dir`: the one recorded in its run.json (same store) or a new one."""
+    """The MLflow run of `run_dir`: the one recorded in its run.json (same store) or a new one. Records an
+    earlier start left spooled there are delivered first."""
     uri = tracking_uri or default_tracking_uri()
     run_dir.mkdir(parents=True, exist_ok=True)
+    deliver_before_training(run_dir, uri)
     record = run_dir / RUN_FILE
     if run_id is None and record.exists():
         saved = json.loads(record.read_text())
@@ -103,12 +112,20 @@ def open_run(
             run_id = saved["run_id"]
     all_tags = {**run_tags(cfg), **(tags or {})}
     name = f"{cfg.algo}-{cfg.dataset.split(':', 1)[-1].replace('/', '-')}-s{cfg.seed}"
-    sink = MLflowSink(experiment, run_name=name, tracking_uri=uri, run_id=run_id, tags=all_tags)
+    sink = MLflowSink(experiment, run_name=name, tracking_uri=uri, run_id=run_id, tags=all_tags,
+                      spool_dir=run_dir)
     if run_id is not None:
         _clear_stale_tags(sink, all_tags)
     atomic_write_text(record, json.dumps({"run_id": sink.run_id, "tracking_uri": uri,
                                           "experiment": experiment}))
     return sink
+
+
+def with_tracking_note(progress: Progress | None, sink: MLflowSink) -> Progress | None:
+    """`progress` with the sink's `tracking` note added (None while the store keeps up)."""
+    if progress is None:
+        return None
+    return lambda info: progress({**info, "tracking": sink.tracking_note()})
 
 
 def _end_failed(sink: MLflowSink, exc: BaseException) -> None:

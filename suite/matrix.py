@@ -175,8 +175,11 @@ def parse_matrix(text: str, path: Path) -> Matrix:
     except tomllib.TOMLDecodeError as err:
         msg = str(err)
         found = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-        line = found.group(1) if found else "?"
-        raise UserError(f"{path}:{line}: malformed TOML: {re.sub(r' ?[(]at .*[)]$', '', msg)}") from None
+        # tomllib names a line and column, or "end of document" for input that stops mid-value
+        where = f"{path}:{found.group(1)}:" if found else f"{path}: at end of file:"
+        if not found and "end of document" not in msg:
+            where = f"{path}:"
+        raise UserError(f"{where} malformed TOML: {re.sub(r' ?[(]at .*[)]$', '', msg)}") from None
     unknown = [k for k in doc if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise UserError(f"{path}: unknown top-level key {unknown[0]!r}; accepted: "

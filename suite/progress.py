@@ -34,6 +34,7 @@ class CellState:
     first_step: int | None = None
     first_at: float | None = None
     steps_per_s: float | None = None
+    tracking: str = ""  # the cell's tracking note: empty while the store keeps up (suite.tracking)
 
 
 class ProgressBoard:
@@ -103,6 +104,10 @@ class ProgressBoard:
         score = info.get("score")
         if score is not None and score == score:  # NaN: no evaluation yet
             s.score = float(score)
+        tracking = info.get("tracking") or ""
+        if bool(tracking) != bool(s.tracking):
+            self._line(s, tracking or "tracking caught up")
+        s.tracking = tracking
         if s.first_step is None:
             s.first_step, s.first_at = s.step, now
         elif s.first_at is not None and now > s.first_at and s.step > s.first_step:
@@ -161,6 +166,9 @@ class ProgressBoard:
                  f"{c[PENDING]} pending"]
         if c[ELSEWHERE]:
             parts.append(f"{c[ELSEWHERE]} running elsewhere")
+        behind = sum(1 for s in self.cells.values() if s.state == RUNNING and s.tracking)
+        if behind:
+            parts.append(f"{behind} tracking behind")
         parts.append(f"ETA {format_duration(eta) if eta is not None else '?'}")
         return f"{self.title}: " + " · ".join(parts)
 
@@ -184,7 +192,8 @@ class ProgressBoard:
             pct = f" ({100 * s.step / total:.0f}%)" if total else ""
             table.add_row(
                 f"{s.cell.label} [{s.cell.hash[:8]}]",
-                s.state if s.state != FAILED else f"[red]failed[/red] {s.detail[:60]}",
+                (f"running, [yellow]{s.tracking}[/yellow]" if s.tracking else s.state) if s.state != FAILED
+                else f"[red]failed[/red] {s.detail[:60]}",
                 s.phase or ("starting" if s.state == RUNNING else ""),
                 f"{s.step}/{total}{pct}" if s.state == RUNNING else "",
                 f"{s.score:.1f}" if s.score is not None else "",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from suite import stop
+from suite import spool, stop
 from suite.bundle import bundle_folder, finished_in_bundle
 from suite.errors import UserError
 from suite.launch import RUN_FILE, launch
@@ -85,6 +85,11 @@ def execute_job(job: Job, report: Callable[[str, dict[str, Any], str], None]) ->
         return execute_seed_group(job, report)
     except stop.StopRequested as request:  # launch() has ended the run as KILLED; the checkpoint is saved
         return {h: {"status": INTERRUPTED, "detail": str(request)} for h in job_hashes(job)}
+    except KeyboardInterrupt:  # a stop request while the cell was being set up (suite.stop.interruptible)
+        if not stop.requested():
+            raise
+        return {h: {"status": INTERRUPTED, "detail": "stopped on request before training"}
+                for h in job_hashes(job)}
     except Exception as exc:  # still tell the runner why
         return {h: {"status": FAILED, "error": one_line(exc)} for h in job_hashes(job)}
 
@@ -147,23 +152,35 @@ def train_cell(job: CellJob, run_id: str | None, report: Report) -> dict[str, An
                         tags=cell_tags(job), progress=lambda info: report("progress", info), run_id=run_id)
     except Exception as exc:  # launch() has already marked the run FAILED with the full reason
         return {"status": FAILED, "error": one_line(exc), "run_id": run_id}
-    return finished_outcome(result)
+    outcome = finished_outcome(result)
+    behind, _ = spool.pending(Path(job.cell_dir))
+    if behind:
+        outcome["detail"] = tracking_behind(behind)
+    return outcome
+
+
+def tracking_behind(records: int) -> str:
+    return f"tracking behind: {records} records spooled; the next `baq run` or `baq sync` delivers them"
 
 
 def prepare_cell(job: CellJob, report: Report) -> tuple[dict[str, Any] | None, str | None]:
     """With the cell's lock held: (outcome, None) when there is nothing to train (already finished), else
     (None, the MLflow run to continue or None for a new one), after reporting the start."""
     cell, run_dir, uri = job.cell, Path(job.cell_dir), job.tracking_uri
-    client, experiment_id = open_store(uri, job.matrix)
-    runs = cell_runs(client, experiment_id, cell.hash)
-    if job.force and runs:
-        supersede(client, runs, "rerun with --force")
-        runs = []
-    done = [r for r in runs if r.info.status == "FINISHED"]
-    if done:
-        return {"status": FINISHED, "run_id": done[0].info.run_id, "score": final_score(done[0]),
-                "detail": "already finished"}, None
-    run_id = _continuable_run(client, runs, run_dir, uri)
+    behind, end = spool.pending(run_dir)
+    if end == "FINISHED" and not job.force:  # finished here while the store was away
+        return {"status": FINISHED, "detail": f"already finished; {tracking_behind(behind)}"}, None
+    with stop.interruptible():  # store calls that may wait on the network: a stop request ends them at once
+        client, experiment_id = open_store(uri, job.matrix)
+        runs = cell_runs(client, experiment_id, cell.hash)
+        if job.force and runs:
+            supersede(client, runs, "rerun with --force")
+            runs = []
+        done = [r for r in runs if r.info.status == "FINISHED"]
+        if done:
+            return {"status": FINISHED, "run_id": done[0].info.run_id, "score": final_score(done[0]),
+                    "detail": "already finished"}, None
+        run_id = _continuable_run(client, runs, run_dir, uri)
     if run_id is None:
         # A new run must start from step 0: a checkpoint here belongs to a run that is gone or superseded.
         for name in (CHECKPOINT, RUN_FILE):
@@ -559,6 +576,7 @@ def run_matrix(
     uri = resolve_tracking_uri(tracking_uri, results_dir)
     cells = matrix.cells()
     client, experiment_id = open_store(uri, matrix.name)
+    _deliver_spools(matrix.name, [cell_dir(results_dir, matrix.name, c.hash) for c in cells])
     existing = {} if force else runs_by_cell(client, experiment_id)
 
     n_workers = workers or (max(1, default_workers() // threads) if backend == "local" else len(cells))
@@ -566,8 +584,10 @@ def run_matrix(
     finished_before = 0
     for cell in cells:
         done = [r for r in existing.get(cell.hash, []) if r.info.status == "FINISHED"]
-        if done:
-            board.mark(cell.hash, FINISHED, "already finished", final_score(done[0]), announce=False)
+        behind, end = (0, None) if force else spool.pending(cell_dir(results_dir, matrix.name, cell.hash))
+        if done or end == "FINISHED":  # a cell that finished while the store was away counts as finished
+            detail = "already finished" + (f"; {tracking_behind(behind)}" if behind else "")
+            board.mark(cell.hash, FINISHED, detail, final_score(done[0]) if done else None, announce=False)
             finished_before += 1
     bundled = {} if force else finished_in_bundle(bundle_folder(results_dir, matrix.name))
     for cell in cells:
@@ -610,6 +630,19 @@ def run_matrix(
 
 
 # --- dry run and status -----------------------------------------------------------------------------------
+def _deliver_spools(name: str, cell_dirs: list[Path]) -> None:
+    """Deliver what cells spooled while the store was away (suite.spool) before deciding what to train."""
+    from suite.sync import sync_run_dirs
+
+    results = sync_run_dirs(d for d in cell_dirs if (d / spool.SPOOL_DIR).is_dir())
+    delivered = [r for r in results if r.error is None]
+    if delivered:
+        print(f"{name}: delivered the spooled tracking records of {len(delivered)} runs", flush=True)
+    for result in results:
+        if result.error is not None:
+            print(f"{name}: warning: {result.line()}", flush=True)
+
+
 def print_dry_run(matrix: Matrix) -> None:
     """The expanded cells (algo, dataset, seed, overrides, cell hash) and their count; nothing runs."""
     print(format_dry_run(matrix))
@@ -643,6 +676,10 @@ def matrix_status(
             offline = _fmt(scores.get(cell.config.offline_steps)) if cell.config.offline_steps else ""
             final = _fmt(scores.get(cell.total_steps)) if state == "finished" else ""
             note = run.data.tags.get("baq.error", "")[:80] if state == "failed" else ""
+        behind, end = spool.pending(cell_dir(results_dir, matrix.name, cell.hash))
+        if behind and state != "running":  # a running cell's spool drains at its next flush
+            state = "finished" if end == "FINISHED" else state
+            note = f"tracking behind: {behind} records spooled (baq sync)"
         if state != "finished" and cell.hash in bundled:
             state, steps, final = "finished", f"{cell.total_steps}/{cell.total_steps}", _fmt(bundled[cell.hash])
             note = "from the committed bundle"

@@ -17,6 +17,7 @@ from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _requested: list[str] = []  # names of the signals received, in order
+_blocking: list[bool] = []  # one entry per `interruptible` block the main thread is in
 
 
 class StopRequested(KeyboardInterrupt):
@@ -51,6 +52,10 @@ def graceful(force_on_repeat: bool = True, announce: bool = False) -> Iterator[N
         if _requested and force_on_repeat:
             raise KeyboardInterrupt
         _requested.append(signal.Signals(signum).name)
+        if _blocking:  # in a call that may wait on the network and holds no training state
+            if announce:
+                print(f"baq: {_requested[-1]}: stopping", file=sys.stderr, flush=True)
+            raise KeyboardInterrupt
         if announce and len(_requested) == 1:
             again = "; again to abort without saving" if force_on_repeat else ""
             print(f"baq: {_requested[0]}: stopping after this step and saving a checkpoint{again}",
@@ -64,6 +69,24 @@ def graceful(force_on_repeat: bool = True, announce: bool = False) -> Iterator[N
         for s, old in previous.items():
             signal.signal(s, old)
         clear()
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block (in the main thread, inside `graceful`), a stop request raises KeyboardInterrupt at
+    once instead of waiting for a step boundary: for set-up calls that may block on the network (opening a
+    run in the tracking store) and hold no state a checkpoint would need. A request made before the block
+    raises on entry."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _requested:
+        raise KeyboardInterrupt
+    _blocking.append(True)
+    try:
+        yield
+    finally:
+        _blocking.pop()
 
 
 @contextlib.contextmanager

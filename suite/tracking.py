@@ -1,6 +1,13 @@
 """Where runs are recorded. The training loop talks only to a `MetricsSink`: MLflow in real runs, an in-memory
-sink in tests. Metrics are buffered and sent in batches (one `log_batch` per flush, never one call per step:
-a single `log_metric` costs ~20 ms on MLflow's sqlite store)."""
+sink in tests.
+
+The MLflow sink never lets the store stall or end a run: every record goes to the run's spool on disk first
+(suite.spool) and a background thread sends it (suite.delivery), in batches (one `log_batch` per flush, never
+one call per step: a single `log_metric` costs ~20 ms on MLflow's sqlite store). A flush waits a few seconds
+for the store at most; when the store does not answer, training goes on, the spool keeps everything and the
+progress line says that tracking is behind. Only opening a run needs the store: a tracking server that does
+not answer then is a one-line error within seconds (`probe_tracking_server`).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +15,32 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Protocol
 
+from suite import stop
 from suite.errors import UserError
 
 DEFAULT_RESULTS_DIR = "results"
-# MLflow's limits per log_batch call (mlflow.utils.validation: 1000 metrics, 100 params, 100 tags).
-_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
+# Bounds on every HTTP call MLflow makes for the suite (MLflow reads these variables at each call; a value
+# exported by the user wins). MLflow's own defaults (120 s timeout, 7 retries with backoff factor 2) make a
+# dead server cost minutes per call. Here a refused connection fails in ~2 s and a server that accepts but
+# never answers in ~35 s (3 tries of 10 s plus backoff), always in the sender thread during training: the
+# spool makes long retries unnecessary, the sender itself tries again every 1, 2, 4 … 30 s for as long as the
+# run lasts.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",  # seconds per try (connect, and each wait for bytes)
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # waits ~0 s, then 2 s between tries
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+}
+PROBE_TIMEOUT_S = 3.0  # the start-up check: connect, then one request without retries
+# How long a flush waits for the store (a healthy store takes milliseconds; one that does not answer is
+# left to the sender), the run's end waits for the spool to drain, and either waits once a stop was asked for.
+FLUSH_WAIT_S, END_WAIT_S, STOP_WAIT_S = 10.0, 60.0, 2.0
 
 
 class MetricsSink(Protocol):
@@ -79,6 +102,10 @@ def _client(tracking_uri: str | None):
     uri = tracking_uri or default_tracking_uri()
     for name in ("mlflow", "alembic"):  # store-creation chatter would drown the CLI's own output
         logging.getLogger(name).setLevel(logging.WARNING)
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if uri.startswith(("http://", "https://")):
+        probe_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
     if not uri.startswith("sqlite:///"):
         return MlflowClient(tracking_uri=uri), uri
@@ -94,6 +121,50 @@ def _client(tracking_uri: str | None):
             return MlflowClient(tracking_uri=uri), uri
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_store(tracking_uri: str | None) -> None:
+    """Fail fast (UserError) when the store that `tracking_uri` (or the default) names is an HTTP server that
+    does not answer as MLflow; the commands call it before their slow imports."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        probe_tracking_server(uri)
+
+
+def probe_tracking_server(uri: str) -> None:
+    """A UserError within ~2 × PROBE_TIMEOUT_S unless `uri` answers as an MLflow tracking server: a bounded
+    TCP connect (DNS included), then one search request without retries, with MLflow's credentials."""
+    from urllib.parse import urlsplit
+
+    from suite.net import tcp_reachable
+
+    parts = urlsplit(uri)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    check = ("check that `mlflow server` runs there and listens on that address and port, or pass another "
+             "--tracking-uri / MLFLOW_TRACKING_URI")
+    if not tcp_reachable(host, port, PROBE_TIMEOUT_S):
+        raise UserError(f"tracking server {uri} cannot be reached: no connection to {host}:{port} (refused, "
+                        f"unknown host, or no answer within {PROBE_TIMEOUT_S:.0f} s); {check}")
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    endpoint = "/api/2.0/mlflow/experiments/search"
+    try:
+        response = http_request(get_default_host_creds(uri), endpoint, "GET", max_retries=0,
+                                timeout=PROBE_TIMEOUT_S, raise_on_status=False, params={"max_results": 1})
+    except Exception:
+        raise UserError(f"tracking server {uri} accepts connections but did not answer within "
+                        f"{PROBE_TIMEOUT_S:.0f} s; {check}") from None
+    if response.status_code in (401, 403):
+        raise UserError(f"tracking server {uri} refused the credentials (HTTP {response.status_code}); set "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        raise UserError(f"{uri} answers, but not as an MLflow tracking server (HTTP {response.status_code} "
+                        f"for {endpoint}); check the host, port and path of the URI")
 
 
 def get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
@@ -115,7 +186,8 @@ def get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
 
 
 class MLflowSink:
-    """One MLflow run. Pass `run_id` to continue an existing run (resume after an interruption)."""
+    """One MLflow run. Pass `run_id` to continue an existing run (resume after an interruption). Records are
+    spooled in `spool_dir` (the run directory; in memory only when None) and delivered in the background."""
 
     def __init__(
         self,
@@ -124,8 +196,12 @@ class MLflowSink:
         tracking_uri: str | None = None,
         run_id: str | None = None,
         tags: dict[str, str] | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
         from mlflow.entities import RunStatus
+
+        from suite.delivery import Sender
+        from suite.spool import Spool
 
         self.client, self.tracking_uri = _client(tracking_uri)
         created = run_id is None
@@ -133,53 +209,79 @@ class MLflowSink:
             exp_id = get_or_create_experiment(self.client, experiment, self.tracking_uri)
             run = self.client.create_run(exp_id, run_name=run_name, tags=tags or {})
             run_id = run.info.run_id
-        self.run_id = run_id
-        self._pending: list[Any] = []
-        self.flush_seconds = 0.0  # time spent in MLflow calls, reported by benchmarks
-        if not created:  # continuing an interrupted run
+        else:  # continuing an interrupted run
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            if tags:
-                self.set_tags(tags)
+        self.run_id: str | None = run_id
+        self.spool = Spool.create(spool_dir, run_id, self.tracking_uri, experiment)
+        self.sender = Sender(self.client, self.spool)
+        self.flush_seconds = 0.0  # time spent waiting for the store, reported by benchmarks
+        if not created and tags:
+            self.set_tags(tags)
 
     def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        existing = self.client.get_run(self.run_id).data.params
-        items = [p for p in items if p.key not in existing]  # params are immutable: resume re-logs nothing
-        for i in range(0, len(items), _MAX_PARAMS):
-            self.client.log_batch(self.run_id, params=items[i : i + _MAX_PARAMS])
+        self.spool.append({"k": "params", "values": {k: str(v)[:6000] for k, v in params.items()}})
+        self.sender.wake()  # rare and small: sent right away, without waiting for them
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
-        for i in range(0, len(items), _MAX_TAGS):
-            self.client.log_batch(self.run_id, tags=items[i : i + _MAX_TAGS])
+        self.spool.append({"k": "tags", "values": {k: str(v)[:5000] for k, v in tags.items()}})
+        self.sender.wake()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
-
-    def flush(self) -> None:
-        start = time.perf_counter()
-        pending, self._pending = self._pending, []
-        for i in range(0, len(pending), _MAX_METRICS):
-            self.client.log_batch(self.run_id, metrics=pending[i : i + _MAX_METRICS])
-        self.flush_seconds += time.perf_counter() - start
+        self.spool.append({"k": "metrics", "step": step, "time": int(time.time() * 1000),
+                           "values": {k: float(v) for k, v in metrics.items()}})
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.spool.append({"k": "artifact", "path": str(Path(path).resolve()), "dir": artifact_path})
+
+    def flush(self) -> None:
+        """Everything logged so far is on disk; the store has it too unless it is not answering (then the
+        sender keeps trying and `tracking_note` says so)."""
+        start = time.perf_counter()
+        self.spool.sync_to_disk()
+        if self.sender.behind(FLUSH_WAIT_S):
+            self.sender.wake()  # already behind: training does not wait for the store
+        else:
+            self._wait(FLUSH_WAIT_S)
+        self.flush_seconds += time.perf_counter() - start
 
     def end(self, status: str, error: str | None = None) -> None:
-        self.flush()
+        """Record the run's end. When the store cannot take the spool within END_WAIT_S, the spool stays in the
+        run directory for the next start or `baq sync` (said on stderr)."""
         tags = {"baq.status": status.lower()}
         if error:
             tags["baq.error"] = error[:5000]
         self.set_tags(tags)
-        self.client.set_terminated(self.run_id, status=status)
+        self.spool.append({"k": "end", "status": status, "time": int(time.time() * 1000)})
+        self.spool.sync_to_disk()
+        if self._wait(END_WAIT_S):
+            self.spool.remove()
+            self.sender.stop()
+            return
+        backlog, reason = self.spool.backlog, self.sender.last_error or "no answer"
+        self.sender.stop()
+        where = self.spool.path.parent.parent if self.spool.path else None
+        print(f"baq: tracking is behind: {backlog} records of MLflow run {self.run_id} not delivered to "
+              f"{self.tracking_uri} ({reason})" + (f"; they are kept in {where}, and the next `baq train` or "
+              f"`baq run` on it, or `baq sync {where}`, delivers them" if where else ""),
+              file=sys.stderr, flush=True)
+
+    def tracking_note(self) -> str | None:
+        """None while the store keeps up; else what the progress line shows (records waiting, and why)."""
+        if not self.sender.behind(FLUSH_WAIT_S):
+            return None
+        reason = self.sender.last_error or f"no answer for more than {FLUSH_WAIT_S:.0f} s"
+        return f"tracking behind: {self.spool.backlog} records spooled ({reason})"
+
+    def _wait(self, seconds: float) -> bool:
+        asked = time.monotonic() if stop.requested() else None
+
+        def give_up() -> bool:
+            nonlocal asked
+            if asked is None and stop.requested():
+                asked = time.monotonic()
+            return asked is not None and time.monotonic() - asked > STOP_WAIT_S
+
+        return self.sender.wait(seconds, give_up)
 
 
 def git_info(path: Path | None = None) -> dict[str, str]:

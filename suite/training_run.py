@@ -273,7 +273,7 @@ class TrainingRun:
     def save_checkpoint(self) -> None:
         if not self.ckpt_path:
             return
-        self.sink.flush()  # metrics up to this step are stored before the checkpoint that would skip them on resume
+        self.sink.flush()  # metrics up to this step are kept (store or spool) before the checkpoint that skips them
         online = self.online
         checkpoint.save(self.ckpt_path, {
             "config": self.cfg.resolved(), "step": self.step, "algo": self.algo.state_dict(),

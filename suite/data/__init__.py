@@ -10,7 +10,8 @@ from suite.errors import UserError
 
 SOURCES = ("d4rl", "minari", "local")
 
-__all__ = ["SOURCES", "Dataset", "build_local", "check_dataset_id", "dataset_info", "list_datasets", "load_dataset"]
+__all__ = ["SOURCES", "Dataset", "build_local", "check_dataset_id", "dataset_info", "download_dataset",
+           "list_datasets", "load_dataset"]
 
 
 def _split_id(dataset_id: str) -> tuple[str, str]:
@@ -52,6 +53,30 @@ def load_dataset(dataset_id: str, *, download: bool = False) -> Dataset:
 
         return minari_source.load(name, download=download)
     return build_local(name)
+
+
+def download_dataset(dataset_id: str) -> str:
+    """Fetch a `d4rl:` or `minari:` dataset into its local store (after a connect check of a few seconds, so an
+    offline machine fails fast); returns a line saying where it is."""
+    source, name = _split_id(dataset_id)
+    if source == "local":
+        raise UserError(f"{dataset_id} is built from the behaviour files, not downloaded: "
+                        f"baq datasets build {dataset_id}")
+    if source == "d4rl":
+        from suite.data import d4rl
+
+        d4rl._check_name(name)
+        path = d4rl.dataset_dir() / d4rl.file_name(name)
+        if path.is_file():
+            return f"{dataset_id}: already in {path}"
+        d4rl.download(name, path)
+        return f"{dataset_id}: downloaded to {path}"
+    from suite.data import minari_source
+
+    local = minari_source.minari_root() / name
+    present = (local / "data").exists()
+    minari_source.open_minari(name, download=True)
+    return f"{dataset_id}: {'already in' if present else 'downloaded to'} {local}"
 
 
 def list_datasets() -> list[dict]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import tempfile
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +16,7 @@ import numpy as np
 from suite.data import scores
 from suite.data.dataset import Dataset
 from suite.errors import UserError
+from suite.net import tcp_reachable
 
 # D4RL's published location of the v2 Gym-MuJoCo files (d4rl/infos.py). Tests point it at a closed
 # local port; the file name is '<env>_<quality with _>-v2.hdf5', e.g. 'hopper_medium_replay-v2.hdf5'.
@@ -52,29 +51,13 @@ def _check_name(name: str) -> None:
         raise UserError(f"unknown D4RL dataset {name!r}; supported: {', '.join(known_names())}")
 
 
-def tcp_reachable(host: str, port: int, timeout_s: float) -> bool:
-    """TCP connect within `timeout_s`, DNS included (a thread bounds getaddrinfo, which has no timeout)."""
-    result: list[bool] = []
-
-    def attempt() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout_s):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    worker = threading.Thread(target=attempt, daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    return bool(result and result[0])
-
-
 def download(name: str, target: Path) -> None:
     """Fetch D4RL's file for `name` into `target` atomically (temp file in the same dir, then rename)."""
     url = f"{BASE_URL}/{file_name(name)}"
     parsed = urllib.parse.urlsplit(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    hint = f"download {url} elsewhere and place it in $D4RL_DATASET_DIR ({target.parent})"
+    hint = (f"download {url} elsewhere (e.g. `baq datasets download d4rl:{name}` on a connected machine) and "
+            f"place it in $D4RL_DATASET_DIR ({target.parent})")
     if not tcp_reachable(parsed.hostname or "", port, CONNECT_TIMEOUT_S):
         raise UserError(f"D4RL dataset {name} is missing and {parsed.netloc} is unreachable: {hint}")
     from rich.console import Console
@@ -168,7 +151,8 @@ def load(name: str, *, download_missing: bool = True) -> Dataset:
     path = dataset_dir() / file_name(name)
     if not path.exists():
         if not download_missing:
-            raise UserError(f"D4RL file {path} not found; place {file_name(name)} in $D4RL_DATASET_DIR")
+            raise UserError(f"D4RL file {path} not found; fetch it with `baq datasets download d4rl:{name}` "
+                            f"or place {file_name(name)} in $D4RL_DATASET_DIR")
         download(name, path)
     env = scores.env_name(name)
     ref_min, ref_max = scores.ref_scores(env)

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from suite.data import scores
-from suite.data.d4rl import tcp_reachable
 from suite.data.dataset import ARRAY_FIELDS, Dataset
 from suite.errors import UserError
+from suite.net import tcp_reachable
 
 if TYPE_CHECKING:  # minari is imported lazily: it is slow to import and only this source needs it
     from minari import MinariDataset
@@ -46,13 +46,13 @@ def open_minari(dataset_id: str, *, download: bool = False) -> MinariDataset:
         if not download:
             raise UserError(
                 f"Minari dataset {dataset_id} not found in {minari_root()} ($MINARI_DATASETS_PATH); "
-                "load it with download=True (CLI: --download) or run `minari download " + dataset_id + "`"
+                f"fetch it with `baq datasets download minari:{dataset_id}`"
             )
         host, port = REMOTE_ADDRESS
         if not tcp_reachable(host, port, CONNECT_TIMEOUT_S):
             raise UserError(
                 f"cannot download Minari dataset {dataset_id}: {host}:{port} is unreachable (offline?); "
-                f"run `minari download {dataset_id}` on a connected machine and copy the folder to "
+                f"run `baq datasets download minari:{dataset_id}` on a connected machine and copy the folder to "
                 f"{minari_root() / dataset_id}"
             )
         try:

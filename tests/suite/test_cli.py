@@ -17,7 +17,7 @@ from suite.cli import build_parser, main
 SWITCH = Path(__file__).resolve().parents[2] / "experiments" / "switch.toml"
 
 
-@pytest.mark.parametrize("sub", ["train", "run", "status", "report", "datasets", "algos"])
+@pytest.mark.parametrize("sub", ["train", "run", "status", "report", "datasets", "algos", "sync"])
 def test_every_subcommand_has_help(sub: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([sub, "--help"])

@@ -277,3 +277,8 @@ def test_restrict_rejects_what_the_file_does_not_have(tmp_path: Path, only: list
     with pytest.raises(UserError) as info:
         matrix.restrict(only)
     assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_malformed_toml_at_end_of_file_says_so(tmp_path: Path) -> None:
+    path = write(tmp_path, base() + BUDGET + "\n[overrides.iql]\nexpectile =")
+    assert error_of(path).startswith(f"{path}: at end of file: malformed TOML: Invalid value")

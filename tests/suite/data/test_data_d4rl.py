@@ -15,6 +15,8 @@ import h5py
 import numpy as np
 import pytest
 
+from suite import net
+from suite.cli import main
 from suite.data import d4rl, load_dataset
 from suite.errors import UserError
 
@@ -164,7 +166,7 @@ def test_reachability_check_is_bounded_when_connect_hangs(monkeypatch: pytest.Mo
         release.wait(10)
         raise OSError("released")
 
-    monkeypatch.setattr(d4rl.socket, "create_connection", hang)
+    monkeypatch.setattr(net.socket, "create_connection", hang)
     started = time.monotonic()
     try:
         assert d4rl.tcp_reachable("127.0.0.1", 9, timeout_s=0.3) is False
@@ -215,3 +217,34 @@ def test_download_that_is_not_hdf5_leaves_nothing(monkeypatch: pytest.MonkeyPatc
         with pytest.raises(UserError, match="failed \\(HTTP Error 404"):
             load_dataset("d4rl:hopper-expert-v2")
     assert os.listdir(d4rl.dataset_dir()) == []
+
+
+def test_baq_datasets_download_fetches_a_d4rl_file_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    served = tmp_path / "server"
+    write_hdf5(served / d4rl.file_name("hopper-expert-v2"), d4rl_arrays())
+    target = d4rl.dataset_dir() / "hopper_expert-v2.hdf5"
+    with local_server(served) as url:
+        monkeypatch.setattr(d4rl, "BASE_URL", url)
+        assert main(["datasets", "download", "d4rl:hopper-expert-v2"]) == 0
+    assert f"d4rl:hopper-expert-v2: downloaded to {target}" in capsys.readouterr().out
+    assert target.read_bytes() == (served / "hopper_expert-v2.hdf5").read_bytes()
+    assert main(["datasets", "download", "d4rl:hopper-expert-v2"]) == 0  # the server is gone: not needed
+    assert "already in" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("dataset_id", "message"), [
+    ("d4rl:hopper-random-v2", "is missing and 127.0.0.1:{port} is unreachable"),
+    ("local:hopper-medium", "is built from the behaviour files, not downloaded: baq datasets build"),
+    ("d4rl:hopper-mediocre-v2", "unknown D4RL dataset 'hopper-mediocre-v2'"),
+])
+def test_baq_datasets_download_errors_are_one_line(
+    dataset_id: str, message: str, monkeypatch: pytest.MonkeyPatch, closed_port: int,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.setattr(d4rl, "BASE_URL", f"http://127.0.0.1:{closed_port}/gym_mujoco_v2")
+    assert main(["datasets", "download", dataset_id]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("baq: error: ") and err.count("\n") == 1
+    assert message.format(port=closed_port) in err

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from minari.data_collector import EpisodeBuffer
 
+from suite.cli import main
 from suite.data import list_datasets, load_dataset, minari_source
 from suite.errors import UserError
 
@@ -84,7 +85,7 @@ def test_no_reference_scores_anywhere_is_a_user_error() -> None:
 
 
 def test_missing_dataset_without_download_says_what_to_do() -> None:
-    with pytest.raises(UserError, match="not found in .*download=True.*minari download mujoco/hopper/medium"):
+    with pytest.raises(UserError, match="not found in .*`baq datasets download minari:mujoco/hopper/medium-v0`"):
         load_dataset("minari:mujoco/hopper/medium-v0")
 
 
@@ -94,7 +95,7 @@ def test_malformed_id_is_a_user_error() -> None:
 
 
 def test_offline_download_fails_in_under_two_seconds(
-    monkeypatch: pytest.MonkeyPatch, closed_port: int
+    monkeypatch: pytest.MonkeyPatch, closed_port: int, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setattr(minari_source, "REMOTE_ADDRESS", ("127.0.0.1", closed_port))
 
@@ -103,6 +104,12 @@ def test_offline_download_fails_in_under_two_seconds(
 
     monkeypatch.setattr(minari, "download_dataset", must_not_run)
     started = time.monotonic()
-    with pytest.raises(UserError, match=f"127.0.0.1:{closed_port} is unreachable.*minari download"):
+    with pytest.raises(UserError, match=f"127.0.0.1:{closed_port} is unreachable.*`baq datasets download minari:"):
         load_dataset("minari:mujoco/hopper/medium-v0", download=True)
     assert time.monotonic() - started < 2.0
+    # The same through the command the message names: one line, as fast.
+    started = time.monotonic()
+    assert main(["datasets", "download", "minari:mujoco/hopper/medium-v0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("baq: error: cannot download Minari dataset mujoco/hopper/medium-v0: ")
+    assert err.count("\n") == 1 and time.monotonic() - started < 2.0
