@@ -141,6 +141,12 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_behavior(args: argparse.Namespace) -> int:
+    from suite.behavior.cli import behavior_train
+
+    return behavior_train(args)
+
+
 def _cmd_algos(args: argparse.Namespace) -> int:
     from suite.algorithm import algorithm_names, config_dict, make_config
 
@@ -246,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = dsub.add_parser("info", help="statistics of one dataset")
     i.add_argument("id")
     d.set_defaults(func=_cmd_datasets)
+
+    from suite.behavior.cli import add_parser as add_behavior_parser
+
+    add_behavior_parser(sub).set_defaults(func=_cmd_behavior)
 
     a = sub.add_parser("algos", help="list algorithms and their default configs")
     a.add_argument("name", nargs="?")
