@@ -22,7 +22,7 @@ import torch
 from suite import checkpoint, stop
 from suite.algorithm import Algorithm, apply_overrides, config_dict, get_algorithm, make_config
 from suite.buffer import ReplayBuffer
-from suite.data import Dataset, check_dataset_id, load_dataset
+from suite.data import Dataset, canonical_dataset_id, check_dataset_id, load_dataset
 from suite.envs import evaluate, make_env
 from suite.errors import UserError
 from suite.tracking import MemorySink, MetricsSink, flatten
@@ -69,6 +69,9 @@ class TrainConfig:
             raise UserError(f"unknown device {self.device!r}; accepted: cpu, cuda, cuda:N")
         make_config(self.algo, self.algo_params)  # unknown algorithm / parameter -> UserError
         check_dataset_id(self.dataset)
+        # One spelling per dataset, so `?a=1&b=2` and `?b=2&a=1` resume the same checkpoint and hash to one cell
+        # (ids without variants are unchanged, and so are their cells).
+        self.dataset = canonical_dataset_id(self.dataset)
         return self
 
     def resolved(self) -> dict[str, Any]:

@@ -43,15 +43,15 @@ def behavior_train(args: argparse.Namespace) -> int:
     from suite.errors import UserError
     from suite.progress_bar import TrainProgress
 
-    cfg = BehaviorConfig(env_id=args.env_id, steps=args.steps, seed=args.seed, random_steps=args.random_steps,
-                         eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
-                         checkpoint_interval=args.checkpoint_interval).validate()
-    key = files.task_key(cfg.env_id)
+    key = files.task_key(args.env_id)
     out = Path(args.out).expanduser() if args.out else default_output_dir()
     found = find_task(key, extra=[out])
     if args.if_missing and found is not None:
         print(f"behaviour files for {key} found in {found[0]}; nothing to train")
         return 0
+    cfg = BehaviorConfig(env_id=args.env_id, steps=args.steps, seed=args.seed, random_steps=args.random_steps,
+                         eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
+                         checkpoint_interval=args.checkpoint_interval).validate()
     if args.threads < 1:
         raise UserError(f"threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)

@@ -86,7 +86,7 @@ def write_task(root: Path, key: str, entry: dict, files: dict[str, tuple[bytes, 
     for name, (data, facts) in files.items():
         atomic_write_bytes(folder / name, data)
         listed[name] = {**facts, "sha256": hashlib.sha256(data).hexdigest()}
-    entry = {**entry, "files": listed}
+    entry = json.loads(json.dumps({**entry, "files": listed}))  # as stored: tuples become lists
     with _index_lock(root):
         index_path = root / "index.json"
         index = {}

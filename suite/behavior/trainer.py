@@ -149,7 +149,8 @@ class _Run:
         self.env = make_env(cfg.env_id, cfg.seed, cfg.max_episode_steps)
         space = self.env.action_space
         if len(space.shape) != 1 or np.any(space.low > -1.0) or np.any(space.high < 1.0):
-            raise UserError(f"{cfg.env_id}: action bounds {space.low}..{space.high} do not contain [-1, 1], where "
+            bounds = f"[{float(np.min(space.low)):g}, {float(np.max(space.high)):g}]"
+            raise UserError(f"{cfg.env_id}: action bounds {bounds} do not contain [-1, 1], where "
                             "the policy files' tanh actions lie; accepted: tasks with continuous actions in a box "
                             "around [-1, 1] (Hopper, Walker2d, HalfCheetah, Ant, Swimmer, InvertedPendulum, ...)")
         obs_dim, act_dim = self.env.observation_space.shape[0], space.shape[0]
