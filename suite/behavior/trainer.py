@@ -173,8 +173,11 @@ class _Run:
         self.sink.log_metrics({"eval/random_return": float(self.random_returns.mean())}, 0)
 
     def _restore(self, state: dict[str, Any]) -> None:
-        if state["config"] != self.cfg.as_dict():
-            raise UserError(f"checkpoint {self.ckpt} was written by a different config; delete it or change --run-dir")
+        # `steps` may change on resume (to no fewer than are done): nothing before the last step depends on it.
+        saved, ours = dict(state["config"]), self.cfg.as_dict()
+        if {**saved, "steps": 0} != {**ours, "steps": 0} or state["step"] > self.cfg.steps:
+            raise UserError(f"checkpoint {self.ckpt} ({state['step']} steps done) was written by a different config; "
+                            "only --steps may change, to no fewer than are done; delete it or change --run-dir")
         self.step, self.random_returns, self.episode = state["step"], state["random_returns"], state["episode"]
         self.sac.load_state_dict(state["sac"])
         self.pool.load(state["pool"])
