@@ -134,3 +134,17 @@ def test_bad_requests_are_one_line_errors(capsys: pytest.CaptureFixture[str]) ->
     assert "eval_interval 500 exceeds steps 100" in capsys.readouterr().err
     with pytest.raises(UserError, match=r"Humanoid-v5: action bounds \[-0.4, 0.4\] do not contain \[-1, 1\]"):
         train_behavior(BehaviorConfig(env_id="Humanoid-v5", steps=10, eval_interval=10))
+
+
+def test_resume_may_change_steps_but_nothing_else(tmp_path: Path, trained: tuple[Path, dict, Path]) -> None:
+    import shutil
+
+    shutil.copytree(trained[2], tmp_path / "run")
+    with pytest.raises(UserError, match=r"\(360 steps done\) was written by a different config; only --steps may"):
+        train_behavior(dataclasses.replace(TINY, steps=300), run_dir=tmp_path / "run")
+    with pytest.raises(UserError, match="only --steps may change"):
+        train_behavior(dataclasses.replace(TINY, random_steps=50), run_dir=tmp_path / "run")
+    longer = train_behavior(dataclasses.replace(TINY, steps=480), run_dir=tmp_path / "run")
+    assert [s.step for s in longer.snapshots] == [120, 240, 360, 480] and len(longer.stream["rewards"]) == 480
+    original = trained[1]["trainer"]["evaluations"]
+    assert [[s.step, float(s.returns.mean()), float(s.returns.std())] for s in longer.snapshots[:3]] == original
