@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -65,7 +66,7 @@ def _train_run_dir(cfg: Any, run_dir: str | None) -> Path:
     if run_dir:
         return Path(run_dir)
     return (Path(os.environ.get("BAQ_RESULTS_DIR", "results")) / "train"
-            / f"{cfg.algo}-{cfg.dataset.replace(':', '-').replace('/', '-')}-s{cfg.seed}")
+            / f"{cfg.algo}-{re.sub(r'[^A-Za-z0-9_.=-]', '-', cfg.dataset)}-s{cfg.seed}")  # ':/?&' -> '-'
 
 
 def _train_vectorized(cfg: Any, args: argparse.Namespace) -> int:
