@@ -32,6 +32,11 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def quickstart(session: nox.Session) -> None:
     install(session)
+    # The matrix trains on local:hopper-medium-replay. Where no behaviour source has hopper (a fresh clone without
+    # ../shared/behavior), a short SAC run makes one into ~/.cache/baq-suite/behavior: 3000 steps (1000 random),
+    # a snapshot every 1000, about a minute on a free core. Its small replay stream is enough for the smoke test.
+    session.run("baq", "behavior", "train", "Hopper-v5", "--if-missing", "--steps", "3000", "--random-steps", "1000",
+                "--eval-interval", "1000", "--eval-episodes", "5", "--checkpoint-interval", "1000")
     matrix = "experiments/quickstart.toml"
     session.run("baq", "run", matrix)
     session.run("baq", "report", matrix)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -68,7 +69,7 @@ def _train_run_dir(cfg: Any, run_dir: str | None) -> Path:
     if run_dir:
         return Path(run_dir)
     return (Path(os.environ.get("BAQ_RESULTS_DIR", "results")) / "train"
-            / f"{cfg.algo}-{cfg.dataset.replace(':', '-').replace('/', '-')}-s{cfg.seed}")
+            / f"{cfg.algo}-{re.sub(r'[^A-Za-z0-9_.=-]', '-', cfg.dataset)}-s{cfg.seed}")  # ':/?&' -> '-'
 
 
 def _train_vectorized(cfg: Any, args: argparse.Namespace) -> int:
@@ -192,6 +193,12 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
     matrix, results = load_matrix(target), Path(os.environ.get("BAQ_RESULTS_DIR", "results"))
     return sync_command(target, [cell_dir(results, matrix.name, c.hash) for c in matrix.cells()])
+
+
+def _cmd_behavior(args: argparse.Namespace) -> int:
+    from suite.behavior.cli import behavior_train
+
+    return behavior_train(args)
 
 
 def _cmd_algos(args: argparse.Namespace) -> int:
@@ -320,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     y = sub.add_parser("sync", help="deliver tracking records spooled while the MLflow store was away")
     y.add_argument("target", nargs="?", help="run directory, directory of runs or matrix file (default: results/)")
     y.set_defaults(func=_cmd_sync)
+
+    from suite.behavior.cli import add_parser as add_behavior_parser
+
+    add_behavior_parser(sub).set_defaults(func=_cmd_behavior)
 
     a = sub.add_parser("algos", help="list algorithms and their default configs")
     a.add_argument("name", nargs="?")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suite.algorithm import apply_overrides, config_dict, get_algorithm, make_config
-from suite.data import check_dataset_id
+from suite.data import canonical_dataset_id, check_dataset_id
 from suite.errors import UserError
 from suite.replay import Protocol
 
@@ -66,6 +66,9 @@ class TrainConfig:
             raise UserError(f"unknown device {self.device!r}; accepted: cpu, cuda, cuda:N")
         algo_cfg = self.algo_config()  # unknown algorithm / parameter -> UserError
         check_dataset_id(self.dataset)
+        # One spelling per dataset, so `?a=1&b=2` and `?b=2&a=1` resume the same checkpoint and hash to one cell
+        # (ids without variants are unchanged, and so are their cells).
+        self.dataset = canonical_dataset_id(self.dataset)
         self.protocol().check(self.online_steps, self.algo, get_algorithm(self.algo).samples_by_priority(algo_cfg))
         return self
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.algorithm import algorithm_names, apply_overrides
-from suite.data import SOURCES
+from suite.data import SOURCES, variants
 from suite.errors import UserError
 from suite.train import TrainConfig
 
@@ -201,6 +201,7 @@ def parse_matrix(text: str, path: Path) -> Matrix:
     datasets = _str_list(doc["datasets"], "datasets", path)
     for dataset in datasets:
         check_dataset_id(dataset, path)
+    datasets = [variants.canonical_id(dataset) for dataset in datasets]  # one spelling per dataset: one cell hash
     seeds = _list(doc["seeds"], "seeds", path)
     for seed in seeds:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -241,8 +242,13 @@ def parse_matrix(text: str, path: Path) -> Matrix:
 
 
 def check_dataset_id(dataset_id: str, path: Path | str = "matrix") -> None:
-    """`source:name` with a known source; d4rl and local names must be ones their loaders know."""
-    source, sep, name = dataset_id.partition(":")
+    """`source:name[?variants]` with a known source and valid variants; d4rl and local names must be ones their
+    loaders know."""
+    try:
+        base, _ = variants.split(dataset_id)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+    source, sep, name = base.partition(":")
     if not sep or not name:
         raise UserError(f"{path}: dataset id {dataset_id!r} must be source:name with source one of "
                         f"{', '.join(DATASET_SOURCES)} (e.g. local:hopper-medium-replay)")

@@ -1,17 +1,19 @@
-"""Datasets: one `Dataset` type, three sources (`d4rl:`, `minari:`, `local:`); see docs/datasets.md."""
+"""Datasets: one `Dataset` type, three sources (`d4rl:`, `minari:`, `local:`), quality variants on any of them
+(`?fraction=0.1&action_noise=0.3`, suite/data/variants.py); see docs/datasets.md."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from suite.data import variants
 from suite.data.dataset import Dataset
 from suite.data.local import build_local
 from suite.errors import UserError
 
 SOURCES = ("d4rl", "minari", "local")
 
-__all__ = ["SOURCES", "Dataset", "build_local", "check_dataset_id", "dataset_info", "download_dataset",
-           "list_datasets", "load_dataset"]
+__all__ = ["SOURCES", "Dataset", "build_local", "canonical_dataset_id", "check_dataset_id", "dataset_info",
+           "download_dataset", "list_datasets", "load_dataset"]
 
 
 def _split_id(dataset_id: str) -> tuple[str, str]:
@@ -24,9 +26,15 @@ def _split_id(dataset_id: str) -> tuple[str, str]:
     return source, name
 
 
+def canonical_dataset_id(dataset_id: str) -> str:
+    """The one spelling of an id: variants sorted and normalised (ids without variants are unchanged)."""
+    return variants.canonical_id(dataset_id)
+
+
 def check_dataset_id(dataset_id: str) -> None:
-    """Validate an id without loading or building anything: the source, and for d4rl/local the name."""
-    source, name = _split_id(dataset_id)
+    """Validate an id without loading or building anything: the variants, the source, for d4rl/local the name."""
+    base, _ = variants.split(dataset_id)
+    source, name = _split_id(base)
     if source == "d4rl":
         from suite.data import d4rl
 
@@ -41,8 +49,15 @@ def load_dataset(dataset_id: str, *, download: bool = False) -> Dataset:
     """Load a dataset by id: `d4rl:<name>`, `minari:<id>` or `local:<env>-<quality>`.
 
     d4rl files are fetched when missing from $D4RL_DATASET_DIR; Minari datasets only with `download`;
-    local datasets are built on first use and stored under $BAQ_DATA_DIR.
+    local datasets are built on first use and stored under $BAQ_DATA_DIR. Variants after '?' are applied to the
+    loaded dataset, whose id is then the canonical one (suite/data/variants.py).
     """
+    base, params = variants.split(dataset_id)
+    dataset = _load_base(base, download)
+    return variants.apply(dataset, params, variants.canonical_id(dataset_id))
+
+
+def _load_base(dataset_id: str, download: bool) -> Dataset:
     source, name = _split_id(dataset_id)
     if source == "d4rl":
         from suite.data import d4rl

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from suite.data import sources
 from suite.data.dataset import Dataset, hash_arrays
 from suite.data.minari_source import flatten_episodes
 from suite.errors import UserError
@@ -53,33 +54,10 @@ def rollout_envs(n_transitions: int) -> int:
     return int(np.clip(-(-n_transitions // MAX_EPISODE_STEPS), 1, ROLLOUT_ENVS))
 
 
-def behavior_dir() -> Path:
-    """$BAQ_BEHAVIOR_DIR, else `shared/behavior` beside the repo checkout (dev and CI machines)."""
-    configured = os.environ.get("BAQ_BEHAVIOR_DIR")
-    if configured:
-        path = Path(configured).expanduser()
-        if not (path / "index.json").is_file():
-            raise UserError(f"BAQ_BEHAVIOR_DIR={configured} has no index.json")
-        return path
-    beside_repo = Path(__file__).resolve().parents[2].parent / "shared" / "behavior"
-    if (beside_repo / "index.json").is_file():
-        return beside_repo
-    raise UserError(
-        f"no behaviour files found at {beside_repo}; set BAQ_BEHAVIOR_DIR to the folder holding index.json"
-    )
-
-
 def data_dir() -> Path:
     """Where built datasets live: $BAQ_DATA_DIR, default ~/.cache/baq-suite/datasets."""
     default = Path.home() / ".cache" / "baq-suite" / "datasets"
     return Path(os.environ.get("BAQ_DATA_DIR") or default).expanduser()
-
-
-def read_index(root: Path) -> dict:
-    try:
-        return json.loads((root / "index.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {root / 'index.json'}: {err}") from None
 
 
 def parse_name(name: str) -> tuple[str, str]:
@@ -233,12 +211,7 @@ class Recipe:
     def __init__(self, name: str, n_transitions: int, seed: int) -> None:
         self.env, self.quality = parse_name(name)
         self.name = name
-        self.root = behavior_dir()
-        index = read_index(self.root)
-        if self.env not in index:
-            known = ", ".join(index)
-            raise UserError(f"env {self.env!r} is not in {self.root / 'index.json'}; it has: {known}")
-        self.entry = index[self.env]
+        self.root, self.entry = sources.task(self.env)
         self.env_id: str = self.entry["env_id"]
         self.ref_min, self.ref_max = float(self.entry["ref_min_score"]), float(self.entry["ref_max_score"])
         if n_transitions < 1:
@@ -437,6 +410,7 @@ def _provenance(recipe: Recipe, store: str) -> dict[str, str]:
         "note": f"D4RL-protocol data on Gymnasium {recipe.env_id}; not the D4RL dataset",
         "quality": recipe.quality,
         "behavior_dir": str(recipe.root),
+        "reference_scores": _reference_note(recipe.entry),
         "behavior_files": json.dumps({name: sha for name, (_, sha) in recipe.files.items()}, sort_keys=True),
         "behavior_sources": recipe.sources(),
         "n_transitions": "as given" if recipe.n_transitions is None else str(recipe.n_transitions),
@@ -445,6 +419,12 @@ def _provenance(recipe: Recipe, store: str) -> dict[str, str]:
         "builder_version": BUILDER_VERSION,
         "store": store,
     }
+
+
+def _reference_note(entry: dict) -> str:
+    """Where the task's ref_min/ref_max come from: D4RL's table unless the index entry says otherwise."""
+    source = entry.get("ref_scores", "d4rl")
+    return "D4RL reference returns (d4rl/infos.py)" if source == "d4rl" else source
 
 
 def is_built(recipe: Recipe) -> bool:
@@ -490,7 +470,7 @@ def _concatenate(recipe: Recipe, parts: list[Dataset]) -> Dataset:
 def local_names() -> list[str]:
     """Every `<env>-<quality>` the behaviour index knows (the three default envs if it is unavailable)."""
     try:
-        envs = list(read_index(behavior_dir()))
+        envs = sources.known_tasks()
     except UserError:
         envs = list(DEFAULT_ENVS)
     return [f"{env}-{quality}" for env in envs for quality in QUALITIES]

@@ -91,6 +91,10 @@ def test_malformed_toml_names_file_and_line(tmp_path: Path) -> None:
     (base(datasets='["local:hopper-mediocre"]') + BUDGET,
      "unknown local dataset 'hopper-mediocre'; accepted: "),
     (base(datasets='["minari:hopper"]') + BUDGET, "malformed Minari id 'hopper'"),
+    (base(datasets='["d4rl:hopper-medium-v2?fraction=2"]') + BUDGET,
+     "dataset variant fraction='2' in 'd4rl:hopper-medium-v2?fraction=2': expected a number with 0 < fraction <= 1"),
+    (base(datasets='["local:hopper-medium?noise=0.1"]') + BUDGET,
+     "bad dataset variant 'noise=0.1' in 'local:hopper-medium?noise=0.1'; accepted: fraction=F"),
     ('name = "a b"\n' + base() + BUDGET, "name must be letters, digits"),
     ('device = "tpu"\n' + base() + BUDGET, "unknown device 'tpu'; accepted: cpu, cuda, cuda:N"),
 ])
@@ -193,6 +197,20 @@ def test_writing_a_default_explicitly_keeps_the_cell_identity(tmp_path: Path) ->
     assert changed.hash != plain.hash
 
 
+def test_dataset_variants_make_other_cells_and_have_one_spelling(tmp_path: Path) -> None:
+    plain, varied = "d4rl:hopper-medium-v2", "d4rl:hopper-medium-v2?action_noise=0.1&fraction=0.5"
+    cells = load_matrix(write(tmp_path, base(datasets=f'["{plain}", "{varied}"]') + BUDGET, "a.toml")).cells()
+    assert [c.dataset for c in cells] == [plain, varied] and cells[0].hash != cells[1].hash
+    respelled = load_matrix(write(tmp_path, base(datasets='["d4rl:hopper-medium-v2?fraction=0.50&action_noise=.1"]')
+                                  + BUDGET, "b.toml")).cells()[0]
+    assert (respelled.dataset, respelled.hash) == (varied, cells[1].hash)
+    cfg = TrainConfig(algo="iql", dataset="d4rl:hopper-medium-v2?fraction=0.5&action_noise=0.1", seed=0,
+                      offline_steps=30, online_steps=20, eval_interval=10, eval_episodes=1, utd=1).validate()
+    assert cfg.dataset == varied and cell_hash(cfg) == cells[1].hash
+    twice = base(datasets=f'["{varied}", "d4rl:hopper-medium-v2?fraction=0.5&action_noise=0.10"]') + BUDGET
+    assert "resolve to the same config" in error_of(write(tmp_path, twice, "c.toml"))
+
+
 def test_dry_run_lists_every_cell_and_the_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     body = 'name = "dry"\n' + base(seeds="[3, 4]") + BUDGET + "[sweep.iql]\nexpectile = [0.6, 0.8]\n"
     matrix = load_matrix(write(tmp_path, body))
@@ -233,6 +251,9 @@ def test_shipped_experiments_validate() -> None:
     assert switch.datasets == ["local:halfcheetah-medium-replay", "local:hopper-medium"]
     assert (switch.budget["offline_steps"], switch.budget["online_steps"]) == (100_000, 50_000)
     assert switch.budget["eval_interval"] == 5_000 and len(switch.cells()) == 4 * 2 * 2
+    quality = load_matrix(EXPERIMENTS / "data_quality.toml")
+    assert quality.algorithms == ["baq", "iql"] and len(quality.cells()) == 2 * 10 * 3
+    assert "local:hopper-medium?action_noise=0.3&fraction=0.1" in quality.datasets
     shipped = {p.name for p in EXPERIMENTS.glob("*.toml")}
     baselines = load_matrix(EXPERIMENTS / "baselines.toml")
     assert sorted(baselines.algorithms) == ["awac", "baq", "calql", "cql", "iql", "rebrac"]
@@ -240,7 +261,8 @@ def test_shipped_experiments_validate() -> None:
     # The four methods both files hold are the same cells (same resolved configs, same hashes).
     assert {c.hash for c in switch.cells()} <= {c.hash for c in baselines.cells()}
     assert shipped == {"quickstart.toml", "paper_table.toml", "local_table.toml", "ablation_schedule.toml",
-                       "switch.toml", "baselines.toml"}, f"a shipped matrix file has no check here: {sorted(shipped)}"
+                       "switch.toml", "baselines.toml", "data_quality.toml"}, \
+        f"a shipped matrix file has no check here: {sorted(shipped)}"
 
 
 # --- restricting a matrix (`--only`) ----------------------------------------------------------------------

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from suite.data import Dataset, build_local, dataset_info, list_datasets, load_dataset, local
+from suite.data import Dataset, build_local, dataset_info, list_datasets, load_dataset, local, sources
 from suite.errors import UserError
 
 
@@ -146,15 +147,37 @@ def test_bad_names_are_user_errors() -> None:
         load_dataset("local:hopper-great")
 
 
-def test_behaviour_dir_defaults_to_shared_beside_the_checkout(
+def test_behaviour_dirs_default_to_shared_beside_the_checkout_and_the_trainer_output(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, behavior_root: Path
 ) -> None:
     monkeypatch.delenv("BAQ_BEHAVIOR_DIR")
-    monkeypatch.setattr(local, "__file__", str(tmp_path / "checkout" / "suite" / "data" / "local.py"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sources, "__file__", str(tmp_path / "checkout" / "suite" / "data" / "sources.py"))
     with pytest.raises(UserError, match="set BAQ_BEHAVIOR_DIR"):
-        local.behavior_dir()
+        sources.behavior_dirs()
     shutil.copytree(behavior_root, tmp_path / "shared" / "behavior")
-    assert local.behavior_dir() == tmp_path / "shared" / "behavior"
+    assert sources.behavior_dirs() == [tmp_path / "shared" / "behavior"]
+    trained = tmp_path / "home" / ".cache" / "baq-suite" / "behavior"
+    trained.mkdir(parents=True)
+    (trained / "index.json").write_text(json.dumps({"swimmer": {}}))
+    assert sources.behavior_dirs() == [tmp_path / "shared" / "behavior", trained]
+    assert sources.known_tasks() == ["hopper", "swimmer"]
+
+
+def test_several_behaviour_dirs_first_one_with_the_task_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make_behavior_dir, behavior_root: Path
+) -> None:
+    other = make_behavior_dir(tmp_path / "other", files=("medium_replay.npz",))
+    index = json.loads((other / "index.json").read_text())
+    index["walker"] = index["hopper"]
+    (other / "index.json").write_text(json.dumps(index))
+    monkeypatch.setenv("BAQ_BEHAVIOR_DIR", os.pathsep.join([str(behavior_root), str(other)]))
+    assert sources.task("hopper")[0] == behavior_root and sources.task("walker")[0] == other
+    assert local.local_names()[-1] == "walker-expert"
+    assert load_dataset("local:hopper-medium-replay").provenance["behavior_dir"] == str(behavior_root)
+    monkeypatch.setenv("BAQ_BEHAVIOR_DIR", os.pathsep.join([str(behavior_root), str(tmp_path / "nowhere")]))
+    with pytest.raises(UserError, match=r"BAQ_BEHAVIOR_DIR entry .*nowhere has no index.json"):
+        load_dataset("local:hopper-medium-replay")
 
 
 def test_list_and_info_report_builds(monkeypatch: pytest.MonkeyPatch) -> None:
