@@ -260,8 +260,16 @@ def test_shipped_experiments_validate() -> None:
     assert baselines.datasets == switch.datasets and baselines.budget == switch.budget
     # The four methods both files hold are the same cells (same resolved configs, same hashes).
     assert {c.hash for c in switch.cells()} <= {c.hash for c in baselines.cells()}
+    small = load_matrix(EXPERIMENTS / "ablation_small.toml")
+    assert small.datasets == ["local:hopper-medium"] and small.seeds == [0, 1] and len(small.cells()) == 22
+    assert (small.budget["offline_steps"], small.budget["online_steps"]) == (50_000, 50_000)
+    off = next(c for c in small.cells() if c.algo == "baq" and c.overrides.get("priority") == "none"
+               and c.overrides.get("kappa0") == 0.0 and c.overrides.get("lambda0") == 0.0)
+    assert off.config.algo_config().base == "iql"  # everything off: BAQ's base, the IQL reference
+    assert {c.overrides.get("schedule") for c in small.cells() if c.algo == "baq"} >= {
+        "constant", "linear", "exponential", "cosine", "step", "adaptive"}
     assert shipped == {"quickstart.toml", "paper_table.toml", "local_table.toml", "ablation_schedule.toml",
-                       "switch.toml", "baselines.toml", "data_quality.toml"}, \
+                       "switch.toml", "baselines.toml", "data_quality.toml", "ablation_small.toml"}, \
         f"a shipped matrix file has no check here: {sorted(shipped)}"
 
 
