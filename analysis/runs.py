@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from suite.bundle import RunRecord, store_records
 from suite.errors import UserError
+from suite.states import recorded_state
 
 SCORE_KEY = "eval/normalized_score"
 RETURN_KEY = "eval/return"
@@ -19,9 +20,7 @@ CELL_KEYS = {"algo", "dataset", "seed"}
 RUN_COLUMNS = ["run_id", "algorithm", "dataset", "seed", "status", "offline_steps", "overrides", "git_sha",
                "git_dirty", "error", "n_evals", "start_time"]
 SCORE_COLUMNS = ["run_id", "algorithm", "dataset", "seed", "step", "phase", "return", "normalized_score"]
-# MLflow's own run status, used only where the `baq.status` tag is missing or stale.
-_MLFLOW_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "failed", "RUNNING": "running",
-                  "SCHEDULED": "running"}
+
 
 
 @dataclass
@@ -53,17 +52,6 @@ def flatten_overrides(overrides: dict, prefix: str = "") -> dict[str, object]:
         else:
             flat[name] = value
     return {k: v for k, v in flat.items() if k not in CELL_KEYS}
-
-
-def _status(tags: dict[str, str], mlflow_status: str) -> str:
-    tagged = tags.get("baq.status")
-    fallback = _MLFLOW_STATUS.get(mlflow_status, "running")
-    if tagged is None:
-        return fallback
-    # A process killed hard leaves `baq.status=running`; MLflow may still know it failed.
-    if tagged == "running" and fallback == "failed":
-        return "failed"
-    return tagged
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -120,7 +108,7 @@ def runs_from_records(experiment: str, records: list[RunRecord]) -> LoadedRuns:
             history = history.assign(**identity)
             history["phase"] = np.where(history["step"] <= offline_steps, "offline", "online")
             score_frames.append((history, overrides))
-        run_rows.append(({**identity, "status": _status(tags, record.status),
+        run_rows.append(({**identity, "status": recorded_state(record.status, tags.get("baq.status")),
                           "offline_steps": offline_steps,
                           "overrides": json.dumps(overrides, sort_keys=True),
                           "git_sha": tags.get("git.sha", ""),

@@ -11,6 +11,7 @@ import pandas as pd
 
 from analysis.runs import LoadedRuns, flatten_overrides, override_column
 from suite.errors import UserError
+from suite.states import FAILED, FINISHED, INTERRUPTED, RUNNING
 
 DISPLAY_NAMES = {"baq": "BAQ", "iql": "IQL", "cql": "CQL", "awac": "AWAC"}
 ALGORITHM_ORDER = ["baq", "iql", "cql", "awac"]
@@ -243,8 +244,10 @@ def analyse(loaded: LoadedRuns, matrix: dict | None = None) -> Analysis:
             here = seen[(seen["method"] == method) & (seen["dataset"] == dataset)
                         & ~seen["note"].str.startswith("superseded")]
             done = finals[(finals["method"] == method) & (finals["dataset"] == dataset)]
-            by_status = {s: sorted(int(x) for x in here.loc[~here["used"] & (here["status"] == s), "seed"])
-                         for s in ("failed", "running", "finished")}
+            unused = here.loc[~here["used"]]
+            by_status = {s: sorted(int(x) for x in unused.loc[unused["status"].isin(group), "seed"])
+                         for s, group in (("failed", [FAILED]), ("running", [RUNNING, INTERRUPTED]),
+                                          ("finished", [FINISHED]))}
             cell_rows.append({
                 "method": method, "algorithm": algorithm_of[method], "dataset": dataset,
                 "n": len(done), "n_expected": len(seeds),

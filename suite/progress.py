@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from suite.matrix import Cell
+from suite.states import FAILED, FINISHED, INTERRUPTED, RUNNING
 
-PENDING, RUNNING, FINISHED, FAILED, ELSEWHERE = "pending", "running", "finished", "failed", "elsewhere"
-INTERRUPTED = "interrupted"  # stopped on request (suite.stop) at a checkpoint; the next run continues it
+# A cell on the board is one of the run states (suite.states), or pending (not started by this runner) or
+# elsewhere (another runner holds its lock).
+PENDING, ELSEWHERE = "pending", "elsewhere"
 
 
 @dataclass

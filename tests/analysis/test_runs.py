@@ -52,3 +52,36 @@ def test_experiment_without_suite_runs_is_a_user_error(store, tmp_path):
     store.client.create_run(exp)
     with pytest.raises(UserError, match="has no runs recorded by the suite"):
         load_runs("empty", store.uri)
+
+
+def test_a_stopped_run_is_interrupted_and_reported_incomplete(store, tmp_path) -> None:
+    """A run stopped on request ends KILLED with `baq.status=killed`: interrupted, in the cell's unfinished
+    seeds and the table's notes, never in no bucket at all."""
+    from analysis.scores import analyse
+    from analysis.tables import score_table
+
+    exp = store.experiment("stopped", tmp_path)
+    store.log_run(exp, algo="iql", dataset="d4rl:hopper-medium-v2", seed=0, offline_steps=10,
+                  scores={10: 5.0, 20: 6.0})
+    stopped = store.log_run(exp, algo="iql", dataset="d4rl:hopper-medium-v2", seed=1, offline_steps=10,
+                            scores={10: 4.0})
+    store.client.set_tag(stopped, "baq.status", "killed")
+    store.client.set_terminated(stopped, "KILLED")
+    loaded = load_runs("stopped", store.uri)
+    assert dict(zip(loaded.runs["seed"], loaded.runs["status"], strict=True)) == {0: "finished", 1: "interrupted"}
+    analysis = analyse(loaded, {"algorithms": ["iql"], "datasets": ["d4rl:hopper-medium-v2"], "seeds": [0, 1]})
+    (cell,) = analysis.cells.to_dict("records")
+    assert cell["running_seeds"] == [1] and cell["missing_seeds"] == [] and cell["n"] == 1
+    assert any("still running or interrupted: seed 1" in note for note in score_table(analysis).notes)
+
+
+def test_recorded_state_covers_every_tag_and_status() -> None:
+    from suite.states import STATES, recorded_state
+
+    statuses = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED", "ODD")
+    for status in statuses:
+        for tag in (None, "finished", "failed", "killed", "interrupted", "running", "odd"):
+            assert recorded_state(status, tag) in STATES
+    assert recorded_state("KILLED", "running") == "interrupted"  # killed hard: MLflow knows better
+    assert recorded_state("FAILED", "running") == "failed"
+    assert recorded_state("RUNNING", "killed") == "interrupted"
