@@ -163,7 +163,9 @@ def report(source: str | None, *, tracking_uri: str | None, out_dir: Path, seed:
                "per (method, task): mean drop after the switch over seeds, worst drop, runs recovered")
     curves_input = loaded.scores.merge(used_runs, on="run_id")
     switch_of_method = used_runs.groupby("method")["offline_steps"].max().to_dict()
+    known = len(matrices.warnings)
     curves = aggregate.iqm_curves(curves_input, matrices, seed, reps, switch_of_method)
+    analysis.warnings.extend(matrices.warnings[known:])  # the curve's own warnings, for the README
     writer.csv("iqm_curve.csv", curves, "IQM vs step with 95% intervals")
 
     colors = method_colors(analysis.methods)

@@ -88,3 +88,13 @@ def test_bundle_of_another_matrix(store_with_runs, tmp_path: Path) -> None:
 def test_nothing_to_read(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no runs of experiment 'ghost'"):
         report_cli("ghost", tracking_uri=f"sqlite:///{tmp_path / 'none.db'}", out_root=tmp_path / "out")
+
+
+def test_a_warning_of_the_iqm_curve_reaches_the_readme(store, tmp_path: Path) -> None:
+    """Two seeds that share no eval step (99/201 against 100/200) still give finals, but no IQM curve; the
+    README's Incomplete section says so."""
+    exp = store.experiment("steps", tmp_path)
+    for seed, scores in ((0, {100: 10.0, 200: 20.0}), (1, {99: 11.0, 201: 21.0})):
+        store.log_run(exp, algo="iql", dataset=DATASETS[0], seed=seed, offline_steps=100, scores=scores)
+    folder = report("steps", tracking_uri=store.uri, out_dir=tmp_path / "out", reps=50)
+    assert "IQL: its runs share no eval step; no IQM curve" in (folder / "README.md").read_text()
