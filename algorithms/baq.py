@@ -280,9 +280,9 @@ class BAQ(LossStepsAlgorithm):
         """Offline with a `bc` behaviour model: each update also takes one maximum-likelihood step of π_β."""
         return not self.online and self.behavior is not None
 
-    @property
-    def vectorizable(self) -> bool:
-        return self.base.vectorizable
+    @classmethod
+    def is_vectorizable(cls, cfg: BAQConfig) -> bool:
+        return get_algorithm(cfg.base).is_vectorizable(make_config(cfg.base, cfg.base_params))
 
     def update_inputs(self, batch: Batch) -> Inputs:
         """The base's random draws, then this run's own state for the update: σ, κ_t and λ_t (the adaptive

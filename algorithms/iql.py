@@ -123,9 +123,9 @@ class IQL(SummedLossAlgorithm):
     def after_step(self) -> None:
         soft_update_(self.critic_target, self.critic, self.cfg.tau)
 
-    @property
-    def vectorizable(self) -> bool:
-        return not self.cfg.actor_dropout  # dropout draws random numbers inside the update
+    @classmethod
+    def is_vectorizable(cls, cfg: IQLConfig) -> bool:
+        return not cfg.actor_dropout  # dropout draws random numbers inside the update
 
     def modules(self) -> dict:
         return {

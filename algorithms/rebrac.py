@@ -146,8 +146,8 @@ class ReBRAC(LossStepsAlgorithm):
         pair = PENALTIES.get(dataset_family(dataset_id) or ("", ""))
         return {} if pair is None else {"actor_bc_coef": pair[0], "critic_bc_coef": pair[1]}
 
-    @property
-    def vectorizable(self) -> bool:
+    @classmethod
+    def is_vectorizable(cls, cfg: object) -> bool:
         # The actor and the targets step only every `policy_freq`-th update, so the loss steps differ from one
         # update to the next; a seed-stacked Adam cannot skip a step (a zero gradient still moves its moments).
         return False

@@ -96,7 +96,7 @@ def vectorize_rows(algos: list[str], steps: int, seeds: int, device: str) -> lis
 
 
 def _vectorizable(algos: list[str]) -> list[str]:
-    return [a for a in algos if get_algorithm(a)(make_config(a), 1, 1).vectorizable]
+    return [a for a in algos if get_algorithm(a).is_vectorizable(make_config(a))]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -134,7 +134,7 @@ def _main(argv: list[str] | None) -> None:
     print(markdown_table(rows, ROW_KEYS + (("compiled_upd_s", "compiled_ratio") if args.compile else ())))
     vec_rows = None
     if args.vectorize_seeds:
-        vec_algos = [a for a in args.algos if get_algorithm(a)(our_config(a), 1, 1).vectorizable]
+        vec_algos = [a for a in args.algos if get_algorithm(a).is_vectorizable(our_config(a))]
         vec_rows = vectorize_table(vec_algos, args.vectorize_seeds, args.updates // args.vectorize_seeds,
                                    args.warmup, args.repeats, args.device)
         print(markdown_table(vec_rows, tuple(vec_rows[0]) if vec_rows else ()))

@@ -101,8 +101,10 @@ class Algorithm(ABC):
     # An algorithm whose update is "update_inputs, then one or more loss steps in a fixed order, then
     # `after_step()`" (`LossStepsAlgorithm`) can train N seeds as one batched network: the random numbers and
     # the run's own state come from `update_inputs` (each seed's own RNG and object), never from inside a loss.
-    @property
-    def vectorizable(self) -> bool:
+    @classmethod
+    def is_vectorizable(cls, cfg: Any) -> bool:
+        """Whether runs of this config can train as one seed-batched network (read off the config: no
+        instance is built)."""
         return False
 
     def update_inputs(self, batch: Batch) -> Inputs:
@@ -196,8 +198,8 @@ class LossStepsAlgorithm(Algorithm):
         self.after_step()
         return {k: v.detach() for k, v in metrics.items()}
 
-    @property
-    def vectorizable(self) -> bool:
+    @classmethod
+    def is_vectorizable(cls, cfg: Any) -> bool:
         return True
 
 

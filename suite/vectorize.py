@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -62,10 +62,10 @@ class SeedsOutOfStep(UserError):
     """The seeds' checkpoints are at different steps: they cannot share one update until they are level."""
 
 
-def check_vectorizable(algo: Algorithm) -> None:
-    if not algo.vectorizable:
+def check_vectorizable(algo_cls: type[Algorithm], algo_cfg: Any) -> None:
+    if not algo_cls.is_vectorizable(algo_cfg):
         raise UserError(
-            f"--vectorize-seeds is not available for algorithm {algo.name!r} with this config; accepted: "
+            f"--vectorize-seeds is not available for algorithm {algo_cls.name!r} with this config; accepted: "
             "iql (without actor_dropout), cql, calql, awac, baq on a base among these (updates made of loss steps "
             "whose random numbers are drawn up front; rebrac's delayed actor steps are not)"
         )
@@ -80,7 +80,7 @@ class SeedVectorizedStep:
         if not algos:
             raise ValueError("no algorithms to vectorize")
         for algo in algos:
-            check_vectorizable(algo)
+            check_vectorizable(type(algo), algo.cfg)
         self.algos = list(algos)
         self._build()
 
@@ -213,11 +213,10 @@ class SeedVectorizedStep:
 
 
 def check_vectorizable_config(cfg: TrainConfig) -> None:
-    """UserError unless `cfg`'s algorithm can be seed-vectorized (checked on a throwaway 1-d instance)."""
+    """UserError unless `cfg`'s algorithm can be seed-vectorized (read off its config)."""
     if cfg.compile:
         raise UserError("--vectorize-seeds and --compile cannot be combined (vmap runs the eager networks)")
-    with torch.random.fork_rng(devices=[]):
-        check_vectorizable(get_algorithm(cfg.algo)(cfg.algo_config(), 1, 1))
+    check_vectorizable(get_algorithm(cfg.algo), cfg.algo_config())
 
 
 class _RngSlot:
