@@ -103,4 +103,4 @@ def test_critics_carry_layernorm_and_rebrac_says_why_it_is_not_vectorizable() ->
     names = [type(m).__name__ for m in algo.critic.net]
     assert names[:3] == ["EnsembleLinear", "ReLU", "EnsembleLayerNorm"]  # after the ReLU, as CORL's critic
     with pytest.raises(Exception, match="rebrac's delayed actor steps are not"):
-        check_vectorizable(algo)
+        check_vectorizable(type(algo), algo.cfg)
