@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from suite.bundle import RunRecord, store_records
+from suite.bundle import RunRecord, required_records
 from suite.errors import UserError
 from suite.states import recorded_state
 
@@ -63,13 +63,7 @@ def _int_or_none(text: str | None) -> int | None:
 
 def load_runs(experiment: str, tracking_uri: str | None) -> LoadedRuns:
     """Read every active run of `experiment` in an MLflow store with its eval histories."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    records = store_records(client, experiment)
-    if records is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise UserError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}; "
-                        f"experiments there: {', '.join(names) or '(none)'}")
-    return runs_from_records(experiment, records)
+    return runs_from_records(experiment, required_records(MlflowClient(tracking_uri=tracking_uri), experiment))
 
 
 def _history(record: RunRecord, key: str) -> pd.Series:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from suite.bundle import RunRecord, add_record, read_bundle, sort_records, store_records
+from suite.bundle import RunRecord, add_record, read_bundle, required_records, sort_records, store_records
 from suite.errors import UserError
 
 
@@ -36,12 +36,7 @@ def _from_store(experiment: str, uri: str | None, required: bool) -> list[RunRec
     if uri is not None and not _store_exists(uri):
         return None
     client = MlflowClient(tracking_uri=uri)
-    records = store_records(client, experiment)
-    if records is None and required:
-        names = sorted(e.name for e in client.search_experiments())
-        raise UserError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}; "
-                        f"experiments there: {', '.join(names) or '(none)'}")
-    return records
+    return required_records(client, experiment) if required else store_records(client, experiment)
 
 
 def collect(experiment: str | None, *, tracking_uri: str | None, bundles: list[Path],

@@ -165,6 +165,16 @@ def store_records(client: Any, experiment: str) -> list[RunRecord] | None:
     return sort_records([record_of(client, run, experiment) for run in runs])
 
 
+def required_records(client: Any, experiment: str) -> list[RunRecord]:
+    """`store_records`, with a missing experiment a one-line error that lists the store's experiments."""
+    records = store_records(client, experiment)
+    if records is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise UserError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri}; "
+                        f"experiments there: {', '.join(names) or '(none)'}")
+    return records
+
+
 def sort_records(records: list[RunRecord]) -> list[RunRecord]:
     return sorted(records, key=lambda r: (r.start_time, r.run_id))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from suite.bundle import RunRecord, read_bundle, select_for_export, store_records, write_bundle
+from suite.bundle import RunRecord, read_bundle, required_records, select_for_export, write_bundle
 from suite.errors import UserError
 
 # MLflow's limits per log_batch call (mlflow.utils.validation: 1000 metrics, 100 params, 100 tags).
@@ -24,12 +24,7 @@ def export_runs(experiment: str, tracking_uri: str, folder: Path, *, matrix: dic
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
         raise UserError(f"no MLflow store at {tracking_uri}; accepted: the store the runs were tracked in "
                         "(--tracking-uri or $MLFLOW_TRACKING_URI)")
-    client = MlflowClient(tracking_uri=tracking_uri)
-    records = store_records(client, experiment)
-    if records is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise UserError(f"no MLflow experiment named {experiment!r} at {tracking_uri}; experiments there: "
-                        f"{', '.join(names) or '(none)'}")
+    records = required_records(MlflowClient(tracking_uri=tracking_uri), experiment)
     chosen, left_out = select_for_export(records, include_unfinished)
     counts = write_bundle(chosen, folder, matrix)
     return {**counts, "left_out": left_out}
