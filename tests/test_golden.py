@@ -1,9 +1,10 @@
 """Same config + seed → the same metrics, across refactors: a short offline→online run of every algorithm with
 its default config is compared with the values recorded in tests/golden/runs.json.
 
-Exact (every logged metric, bit for bit) on the kind of machine that recorded them: same CPU model, torch,
-numpy and MuJoCo. Elsewhere BLAS kernels may round differently, so the comparison is skipped with the reason.
-Record again, after a change that is meant to change numbers, with `BAQ_GOLDEN_WRITE=1 pytest
+Exact (every logged metric, bit for bit) on each kind of machine that recorded values: same CPU model, torch,
+numpy and MuJoCo. The file holds one entry per machine kind; on a kind it does not hold, BLAS kernels may round
+differently, so the comparison is skipped with the reason. Record this machine's values (before a refactor, or
+after a change that is meant to change numbers, then on every kind) with `BAQ_GOLDEN_WRITE=1 pytest
 tests/test_golden.py` and say why in the commit.
 """
 
@@ -44,22 +45,37 @@ def golden_run(algo: str, dataset: str) -> dict:
             "metrics": metrics}
 
 
+def recorded_kinds() -> list[dict]:
+    return json.loads(GOLDEN.read_text())["kinds"] if GOLDEN.exists() else []
+
+
+def record(algo: str, run: dict) -> None:
+    """Store `run` under this machine's entry, keeping the other kinds' values."""
+    here = machine()
+    kinds = recorded_kinds()
+    entry = next((kind for kind in kinds if kind["machine"] == here), None)
+    if entry is None:
+        entry = {"machine": here, "runs": {}}
+        kinds.append(entry)
+    entry["runs"][algo] = run
+    GOLDEN.write_text(json.dumps({"kinds": kinds}, indent=1, sort_keys=True) + "\n")
+
+
 @pytest.fixture(scope="module")
-def recorded() -> dict:
-    return json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+def recorded() -> dict | None:
+    """The runs recorded on this machine's kind, or None."""
+    return next((kind for kind in recorded_kinds() if kind["machine"] == machine()), None)
 
 
 @pytest.mark.parametrize("algo", algorithm_names())
-def test_same_seed_same_metrics(algo: str, tiny_dataset_id: str, recorded: dict) -> None:
+def test_same_seed_same_metrics(algo: str, tiny_dataset_id: str, recorded: dict | None) -> None:
     run = golden_run(algo, tiny_dataset_id)
     if os.environ.get("BAQ_GOLDEN_WRITE") == "1":
-        current = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
-        data = {"machine": machine(), "runs": {**current.get("runs", {}), algo: run}}
-        GOLDEN.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        record(algo, run)
         pytest.skip("recorded")
-    if algo not in recorded.get("runs", {}):
-        pytest.fail(f"no golden values for {algo}: record them with BAQ_GOLDEN_WRITE=1")
-    if recorded["machine"] != machine():
-        pytest.skip(f"golden values come from {recorded['machine']}, this is {machine()}: kernels may round "
-                    "differently")
+    if recorded is None:
+        kinds = [kind["machine"]["cpu"] for kind in recorded_kinds()]
+        pytest.skip(f"golden values come from {kinds}, this is {machine()}: kernels may round differently")
+    if algo not in recorded["runs"]:
+        pytest.fail(f"no golden values for {algo} on this machine kind: record them with BAQ_GOLDEN_WRITE=1")
     assert run == recorded["runs"][algo]
