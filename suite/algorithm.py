@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from suite.algorithm_names import PACKAGE, module_of
+from suite.algorithm_names import algorithm_names as algorithm_names  # re-exported: the registry's names
 from suite.errors import UserError
 from suite.optim import gradient_step
 
@@ -258,7 +260,13 @@ _REGISTRY: dict[str, type[Algorithm]] = {}
 
 
 def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
+    """Class decorator: the algorithm `name`, which must be the name of its module in `algorithms/` (so that
+    `algorithm_names` can list the algorithms without importing them)."""
+
     def deco(cls: type[Algorithm]) -> type[Algorithm]:
+        if cls.__module__ != module_of(name):
+            raise ValueError(f"algorithm {name!r} must be registered in module {module_of(name)}, "
+                             f"not {cls.__module__}")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -267,12 +275,7 @@ def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
 
 
 def _load_all() -> None:
-    importlib.import_module("algorithms")
-
-
-def algorithm_names() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
+    importlib.import_module(PACKAGE)
 
 
 def get_algorithm(name: str) -> type[Algorithm]:
