@@ -3,12 +3,10 @@ a README saying what every file is, which runs it came from and what was incompl
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
 import re
-import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +22,7 @@ from analysis.style import DPI, figure_style, method_colors
 from analysis.tables import score_table
 from suite.bundle import RUN_SUFFIX, bundle_folder, safe_name
 from suite.errors import UserError
+from suite.matrix_spec import read_spec
 
 RUN_CSV_COLUMNS = ["run_id", "method", "algorithm", "dataset", "seed", "status", "used", "in_aggregates",
                    "note", "offline_steps", "n_evals", "offline", "online", "overrides", "git_sha",
@@ -205,47 +204,10 @@ PAPER_MATRICES = {"paper_table"}  # published D4RL totals; local_table is not D4
 
 
 def matrix_from_file(path: Path) -> tuple[str, dict]:
-    """(experiment name, expected cells) from a matrix file (experiments/*.toml).
-
-    Read with tomllib rather than suite.matrix, which imports the algorithms (and torch); `baq run` has
-    validated the file, so only the keys the report needs are checked here."""
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise UserError(f"cannot read matrix file {path}: {err}") from None
-    missing = [k for k in ("algorithms", "datasets", "seeds") if k not in doc]
-    if missing:
-        raise UserError(f"matrix file {path} lacks {', '.join(missing)}; accepted: a matrix file as "
-                        "`baq run` takes (docs/runner.md)")
-    name = doc.get("name", path.stem)
-    matrix = {"algorithms": doc["algorithms"], "datasets": doc["datasets"], "seeds": doc["seeds"],
-              "paper": name in PAPER_MATRICES, "variants": _variants(doc)}
-    return str(name), matrix
-
-
-def _variants(doc: dict) -> dict[str, list[dict]]:
-    """Per algorithm, the overrides of each expected variant: [overrides.<algo>] merged with every point of
-    each [sweep.<algo>] table (a table or an array of tables, each a cartesian product), as `baq run` expands
-    them, so that a variant with no run at all is reported missing."""
-    overrides, sweeps = doc.get("overrides", {}), doc.get("sweep", {})
-    if not isinstance(overrides, dict) or not isinstance(sweeps, dict):
-        raise UserError("matrix [overrides] and [sweep] must be tables of per-algorithm tables (docs/runner.md)")
-    variants = {}
-    for algo in doc["algorithms"]:
-        base = overrides.get(algo, {})
-        tables = sweeps.get(algo) or [{}]
-        tables = tables if isinstance(tables, list) else [tables]
-        for table in [base, *tables]:
-            if not isinstance(table, dict):
-                raise UserError(f"matrix [overrides.{algo}] / [sweep.{algo}] must be tables, got {table!r}; "
-                                "accepted: key = value overrides, key = [values] sweeps (docs/runner.md)")
-        for table in tables:
-            bad = {k: v for k, v in table.items() if not isinstance(v, list) or not v}
-            if bad:
-                raise UserError(f"matrix [sweep.{algo}] values {bad} must be non-empty lists of values")
-        variants[algo] = [{**base, **dict(zip(table, values, strict=True))} for table in tables
-                          for values in itertools.product(*table.values())]
-    return variants
+    """(experiment name, expected cells in their JSON form) from a matrix file (experiments/*.toml), read and
+    validated by the runner's own parser (suite/matrix_spec.py, which needs no torch)."""
+    spec = read_spec(path)
+    return spec.name, spec.expected(paper=spec.name in PAPER_MATRICES).as_dict()
 
 
 def report_cli(source: str, *, tracking_uri: str | None, seed: int = 0, reps: int = 2000,

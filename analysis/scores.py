@@ -10,25 +10,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.runs import LoadedRuns, flatten_overrides, override_column
-from suite.errors import UserError
+from suite.matrix_spec import ExpectedCells
 from suite.states import FAILED, FINISHED, INTERRUPTED, RUNNING
 
 DISPLAY_NAMES = {"baq": "BAQ", "iql": "IQL", "cql": "CQL", "awac": "AWAC"}
 ALGORITHM_ORDER = ["baq", "iql", "cql", "awac"]
-MATRIX_KEYS = {"algorithms", "datasets", "seeds", "paper", "variants"}
-
-
-@dataclass(frozen=True)
-class MatrixSpec:
-    """The expected cells: every algorithm × dataset × seed should have one finished run."""
-
-    algorithms: list[str]
-    datasets: list[str]
-    seeds: list[int]
-    paper: bool = False
-    # Per algorithm, the override columns of each expected variant (a matrix file's overrides merged with each
-    # point of its sweep tables). Algorithms not listed expect one variant: whatever their runs carry.
-    variants: dict[str, list[dict[str, object]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,42 +32,6 @@ class Analysis:
     common_overrides: dict[str, object]
     paper: bool
     warnings: list[str] = field(default_factory=list)
-
-
-def parse_matrix(matrix: dict | None) -> MatrixSpec | None:
-    """Validate the optional expected-cells dict {algorithms, datasets, seeds[, paper]}."""
-    if matrix is None:
-        return None
-    if not isinstance(matrix, dict):
-        raise UserError(f"matrix must be a dict with keys algorithms, datasets, seeds; "
-                        f"got {type(matrix).__name__}")
-    unknown = set(matrix) - MATRIX_KEYS
-    missing = {"algorithms", "datasets", "seeds"} - set(matrix)
-    if unknown or missing:
-        raise UserError(f"matrix keys {sorted(matrix)} invalid (unknown: {sorted(unknown)}, missing: "
-                        f"{sorted(missing)}); accepted: algorithms, datasets, seeds, paper")
-    seeds = matrix["seeds"]
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = list(range(seeds))  # an int n means seeds 0..n-1, as in a matrix file's `seeds = 5`
-    if not isinstance(seeds, list | tuple) or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                      for s in seeds):
-        raise UserError(f"matrix seeds {matrix['seeds']!r} invalid; accepted: a list of ints or a count")
-    for key in ("algorithms", "datasets"):
-        if not isinstance(matrix[key], list | tuple) or not all(isinstance(v, str) for v in matrix[key]):
-            raise UserError(f"matrix {key} {matrix[key]!r} invalid; accepted: a list of names")
-    algorithms = [a.lower() for a in matrix["algorithms"]]
-    variants = matrix.get("variants") or {}
-    if not isinstance(variants, dict) or not all(
-            isinstance(v, list | tuple) and v and all(isinstance(o, dict) for o in v) for v in variants.values()):
-        raise UserError(f"matrix variants {variants!r} invalid; accepted: a dict mapping an algorithm to a "
-                        "non-empty list of override dicts")
-    unknown_algos = sorted(set(a.lower() for a in variants) - set(algorithms))
-    if unknown_algos:
-        raise UserError(f"matrix variants name algorithms {unknown_algos} not in algorithms {algorithms}")
-    flat = {a.lower(): [{override_column(k): v for k, v in flatten_overrides(o).items()} for o in options]
-            for a, options in variants.items()}
-    return MatrixSpec(algorithms, list(matrix["datasets"]), sorted(seeds), bool(matrix.get("paper", False)),
-                      flat)
 
 
 def display_name(algorithm: str) -> str:
@@ -161,14 +111,14 @@ def _final_scores(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return runs[["run_id"]].merge(finals, on="run_id", how="left")
 
 
-def _expected_variants(spec: MatrixSpec | None) -> pd.DataFrame:
+def _expected_variants(spec: ExpectedCells | None) -> pd.DataFrame:
     """One row per expected (algorithm, variant): `algorithm` plus the variant's override columns."""
-    rows = [{"algorithm": algorithm, **variant} for algorithm, options in (spec.variants if spec else {}).items()
-            for variant in options]
+    rows = [{"algorithm": algorithm, **{override_column(k): v for k, v in flatten_overrides(variant).items()}}
+            for algorithm, options in (spec.variants if spec else {}).items() for variant in options]
     return pd.DataFrame(rows, columns=list(dict.fromkeys(["algorithm", *(k for r in rows for k in r)])))
 
 
-def _choose_runs(runs: pd.DataFrame, spec: MatrixSpec | None, warnings: list[str],
+def _choose_runs(runs: pd.DataFrame, spec: ExpectedCells | None, warnings: list[str],
                  expected: pd.DataFrame) -> pd.DataFrame:
     runs = runs.copy()
     runs["used"] = False
@@ -208,7 +158,7 @@ def _std(values: pd.Series) -> float:
 
 def analyse(loaded: LoadedRuns, matrix: dict | None = None) -> Analysis:
     """Label methods, choose one run per cell, compute final scores and each expected cell's statistics."""
-    spec = parse_matrix(matrix)
+    spec = None if matrix is None else ExpectedCells.from_dict(matrix)
     warnings = list(loaded.warnings)
     runs = loaded.runs.copy()
     expected = _expected_variants(spec)
@@ -231,7 +181,7 @@ def analyse(loaded: LoadedRuns, matrix: dict | None = None) -> Analysis:
                           ignore_index=True).reindex(columns=["algorithm", "method", *keys])
         unrun["method"] = unrun["method"].fillna(unrun["algorithm"].map(display_name))
         listed = pd.concat([seen[["algorithm", "method", *keys]], unrun], ignore_index=True)
-        datasets, seeds = spec.datasets, spec.seeds
+        datasets, seeds = spec.datasets, sorted(spec.seeds)
     else:
         listed = seen
         datasets, seeds = sorted(runs["dataset"].unique()), sorted(int(s) for s in runs["seed"].unique())

@@ -18,6 +18,8 @@ from suite.errors import UserError
 DATASETS = ["d4rl:hopper-medium-v2", "d4rl:walker2d-medium-v2"]
 OFFLINE, ONLINE, EVERY = 100, 100, 50
 REPS = 200
+# The budget every matrix file needs (docs/runner.md); the report reads the file with the runner's parser.
+BUDGET = "[budget]\noffline_steps = 100\nonline_steps = 100\neval_interval = 50\neval_episodes = 1\nutd = 1\n"
 
 
 def final_scores(algo: str, dataset: str, seed: int) -> tuple[float, float]:
@@ -192,7 +194,7 @@ def test_cli_entry_reads_the_expected_cells_from_a_matrix_file(store, tmp_path, 
                            scores=curve(OFFLINE, ONLINE, 20.0, 30.0, EVERY))
     matrix_file = tmp_path / "quick.toml"
     matrix_file.write_text('name = "quick"\nalgorithms = ["iql", "awac"]\n'
-                           f'datasets = ["{DATASETS[0]}"]\nseeds = [0, 1]\n[budget]\noffline_steps = 100\n')
+                           f'datasets = ["{DATASETS[0]}"]\nseeds = [0, 1]\n' + BUDGET)
     assert report_cli(str(matrix_file), tracking_uri=store.uri, seed=0, reps=20, out_root=tmp_path / "r") == 0
     folder = tmp_path / "r" / "quick"
     assert str(folder) in capsys.readouterr().out
@@ -207,8 +209,8 @@ def test_cli_entry_reads_the_expected_cells_from_a_matrix_file(store, tmp_path, 
 def test_matrix_file_sweep_tables_expand_to_expected_variants(tmp_path):
     matrix_file = tmp_path / "ablation.toml"
     matrix_file.write_text(
-        'name = "ablation"\nalgorithms = ["baq", "iql"]\ndatasets = ["local:hopper-medium"]\nseeds = 2\n'
-        '[overrides.baq]\nkappa0 = 1.0\n'
+        'name = "ablation"\nalgorithms = ["baq", "iql"]\ndatasets = ["local:hopper-medium"]\nseeds = [0, 1]\n'
+        + BUDGET + '[overrides.baq]\nkappa0 = 1.0\n'
         '[[sweep.baq]]\nschedule = ["constant"]\nlambda0 = [0.1, 0.3]\n'
         '[[sweep.baq]]\nschedule = ["linear"]\nschedule_T = [1000, 2000]\n')
     name, matrix = matrix_from_file(matrix_file)
@@ -219,9 +221,10 @@ def test_matrix_file_sweep_tables_expand_to_expected_variants(tmp_path):
                 {"kappa0": 1.0, "schedule": "linear", "schedule_T": 1000},
                 {"kappa0": 1.0, "schedule": "linear", "schedule_T": 2000}],
         "iql": [{}]}
-    for body, match in (("sweep.baq = 5\n", "must be tables, got 5"),
-                        ("[sweep.baq]\nlambda0 = 0.1\n", "values {'lambda0': 0.1} must be non-empty lists")):
-        matrix_file.write_text('name = "x"\nalgorithms = ["baq"]\ndatasets = ["d"]\nseeds = [0]\n' + body)
+    for body, match in (("sweep.baq = 5\n", "\\[sweep.baq\\] must be a table, got 5"),
+                        ("[sweep.baq]\nlambda0 = 0.1\n", "\\[sweep.baq\\] lambda0 must be a list of values, got 0.1")):
+        matrix_file.write_text('name = "x"\nalgorithms = ["baq"]\ndatasets = ["local:hopper-medium"]\n'
+                               'seeds = [0]\n' + body + BUDGET)
         with pytest.raises(UserError, match=match):
             matrix_from_file(matrix_file)
 
@@ -233,7 +236,7 @@ def test_a_sweep_variant_nobody_ran_is_reported_missing(store, tmp_path, curve):
                       scores=curve(OFFLINE, ONLINE, 20.0, 30.0, EVERY), overrides={"lambda0": lam})
     matrix_file = tmp_path / "lam.toml"
     matrix_file.write_text(f'name = "lam"\nalgorithms = ["baq"]\ndatasets = ["{DATASETS[0]}"]\nseeds = [0]\n'
-                           '[sweep.baq]\nlambda0 = [0.1, 1.0]\n')
+                           + BUDGET + '[sweep.baq]\nlambda0 = [0.1, 1.0]\n')
     assert report_cli(str(matrix_file), tracking_uri=store.uri, seed=0, reps=20, out_root=tmp_path / "r") == 0
     table = (tmp_path / "r" / "lam" / "table.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| Task"))

@@ -78,7 +78,8 @@ def test_bundle_of_another_matrix(store_with_runs, tmp_path: Path) -> None:
     export_runs("mixed", store_with_runs.uri, tmp_path / "runs")
     matrix_file = tmp_path / "other.toml"
     matrix_file.write_text('name = "other"\nalgorithms = ["iql"]\ndatasets = ["d4rl:hopper-medium-v2"]\n'
-                           'seeds = [0]\n')
+                           'seeds = [0]\n[budget]\noffline_steps = 100\nonline_steps = 100\n'
+                           'eval_interval = 50\neval_episodes = 1\nutd = 1\n')
     with pytest.raises(UserError, match="holds runs of experiment 'mixed'; accepted: runs of 'other'"):
         report_cli(str(matrix_file), tracking_uri=f"sqlite:///{tmp_path / 'none.db'}",
                    bundles=[str(tmp_path / "runs")], out_root=tmp_path / "out")

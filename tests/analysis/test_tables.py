@@ -10,9 +10,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from analysis.scores import analyse, parse_matrix
+from analysis.scores import analyse
 from analysis.tables import score_table, totals
 from suite.errors import UserError
+from suite.matrix_spec import ExpectedCells
 
 ONLINE = {("baq", "hopper"): [80.0, 90.0, 100.0], ("iql", "hopper"): [70.0, 75.0, 80.0],
           ("baq", "walker"): [60.0, 62.0, 64.0], ("iql", "walker"): [66.0, 70.0, 71.0]}
@@ -122,17 +123,17 @@ def test_sweep_variants_without_any_run_are_listed_missing(synthetic_runs):
     table = score_table(analysis)
     assert _row(table.markdown, "hopper")[3] == "— †(n=0/2)"
     with pytest.raises(UserError, match="variants name algorithms \\['iql'\\] not in algorithms"):
-        parse_matrix({"algorithms": ["baq"], "datasets": ["d"], "seeds": [0], "variants": {"iql": [{}]}})
+        ExpectedCells.from_dict({"algorithms": ["baq"], "datasets": ["d"], "seeds": [0], "variants": {"iql": [{}]}})
     with pytest.raises(UserError, match="matrix variants .* invalid"):
-        parse_matrix({"algorithms": ["baq"], "datasets": ["d"], "seeds": [0], "variants": {"baq": []}})
+        ExpectedCells.from_dict({"algorithms": ["baq"], "datasets": ["d"], "seeds": [0], "variants": {"baq": []}})
 
 
 def test_matrix_validation_names_the_bad_value():
     with pytest.raises(UserError, match="seeds 'five' invalid"):
-        parse_matrix({"algorithms": ["baq"], "datasets": ["d"], "seeds": "five"})
+        ExpectedCells.from_dict({"algorithms": ["baq"], "datasets": ["d"], "seeds": "five"})
     with pytest.raises(UserError, match="unknown: \\['colour'\\]"):
-        parse_matrix({"algorithms": ["baq"], "datasets": ["d"], "seeds": [0], "colour": 1})
-    assert parse_matrix({"algorithms": ["BAQ"], "datasets": ["d"], "seeds": 2}).seeds == [0, 1]
+        ExpectedCells.from_dict({"algorithms": ["baq"], "datasets": ["d"], "seeds": [0], "colour": 1})
+    assert ExpectedCells.from_dict({"algorithms": ["BAQ"], "datasets": ["d"], "seeds": 2}).seeds == [0, 1]
 
 
 def test_an_incomplete_total_is_marked_and_never_bold(synthetic_runs):
