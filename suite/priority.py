@@ -110,6 +110,16 @@ class SumTree:
         return node - self.n_leaves
 
 
+def check_priority_params(alpha: float, eps: float, beta0: float) -> None:
+    """PER's α >= 0, ε > 0 and β₀ in [0, 1]; a bad value is a one-line UserError naming it."""
+    if alpha < 0:
+        raise UserError(f"priority_alpha must be >= 0, got {alpha}")
+    if eps <= 0:
+        raise UserError(f"priority_eps must be > 0 (every transition needs a chance), got {eps}")
+    if not 0.0 <= beta0 <= 1.0:
+        raise UserError(f"priority_beta0 must be in [0, 1], got {beta0}")
+
+
 class PrioritizedSampler:
     """`suite.buffer.Sampler` drawing transitions with probability ∝ (d + ε)^α and returning PER's
     importance-sampling weights.
@@ -129,12 +139,7 @@ class PrioritizedSampler:
         anneal_steps: int = 1_000_000,
         device: torch.device | str = "cpu",
     ) -> None:
-        if alpha < 0:
-            raise UserError(f"priority_alpha must be >= 0, got {alpha}")
-        if eps <= 0:
-            raise UserError(f"priority_eps must be > 0 (every transition needs a chance), got {eps}")
-        if not 0.0 <= beta0 <= 1.0:
-            raise UserError(f"priority_beta0 must be in [0, 1], got {beta0}")
+        check_priority_params(alpha, eps, beta0)
         self.tree = SumTree(capacity)
         self.score_fn = score_fn
         self.alpha, self.eps, self.beta0, self.anneal_steps = alpha, eps, beta0, anneal_steps
