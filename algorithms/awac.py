@@ -15,13 +15,14 @@ import torch
 from torch.distributions import Normal
 
 from suite.algorithm import (
-    ActorPenalty,
+    Algorithm,
     Batch,
-    Inputs,
+    LossContext,
     LossStep,
-    LossStepsAlgorithm,
+    Metrics,
+    UpdateInputs,
     check_common_params,
-    noise_for,
+    drawn,
     register,
     with_actor_penalty,
 )
@@ -55,7 +56,7 @@ class AWACConfig:
 
 
 @register("awac")
-class AWAC(LossStepsAlgorithm):
+class AWAC(Algorithm):
     Config = AWACConfig
 
     def __init__(
@@ -67,32 +68,34 @@ class AWAC(LossStepsAlgorithm):
         self.actor = GaussianPolicy(
             obs_dim, act_dim, cfg.hidden, cfg.log_std_min, cfg.log_std_max, tanh_mean=False
         ).to(self.device)
-        # Two optimisers: the actor step must see the critic after its own step (see `update`).
+        # Two optimisers: the actor step must see the critic after its own step (see `loss_steps`).
         self.critic_optim = adam({"critic": (self.critic.parameters(), cfg.critic_lr)})
         self.actor_optim = adam({"actor": (self.actor.parameters(), cfg.actor_lr)})
 
     # --- losses: public so that BAQ can reuse them ----------------------------------------------------------
     @torch.no_grad()
-    def td_target(self, batch: Batch, noise: Inputs | None = None) -> torch.Tensor:
+    def td_target(self, batch: Batch, inputs: UpdateInputs | None = None) -> torch.Tensor:
         """r + γ(1−d)·min_i Q̄_i(s', a'), a' ~ π(·|s') clipped to the box; no entropy term (CORL)."""
-        next_act = self.actor.action_from(self.actor.distribution(batch.next_obs), noise_for(noise, "next"))
+        next_act = self.actor.action_from(self.actor.distribution(batch.next_obs), drawn(inputs, "next"))
         next_q = self.critic_target(batch.next_obs, next_act)
         return soft_td_target(batch.rew, batch.done, next_q, self.cfg.gamma)
 
     def critic_loss(
-        self, batch: Batch, critic_weight: torch.Tensor | None = None, noise: Inputs | None = None
+        self, batch: Batch, critic_weight: torch.Tensor | None = None, inputs: UpdateInputs | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """TD regression of every Q_i, optionally weighted per sample. Returns (loss, Q (n, B))."""
-        target = self.td_target(batch, noise)
+        target = self.td_target(batch, inputs)
         q = self.critic(batch.obs, batch.act)
         return critic_regression(q, target, critic_weight), q
 
     @torch.no_grad()
-    def advantage(self, batch: Batch, noise: Inputs | None = None, dist: Normal | None = None) -> torch.Tensor:
+    def advantage(
+        self, batch: Batch, inputs: UpdateInputs | None = None, dist: Normal | None = None
+    ) -> torch.Tensor:
         """A(s, a) = min_i Q_i(s, a) − min_i Q_i(s, ã) with one ã ~ π(·|s) (CORL's single-sample V(s)).
         `dist`: π(·|s) if the caller has already computed it."""
         dist = self.actor.distribution(batch.obs) if dist is None else dist
-        pi_act = self.actor.action_from(dist, noise_for(noise, "actor"))
+        pi_act = self.actor.action_from(dist, drawn(inputs, "actor"))
         b = batch.obs.shape[0]
         # Dataset and policy actions in one critic pass.
         q = self.critic(torch.cat([batch.obs, batch.obs]), torch.cat([batch.act, pi_act])).min(0).values
@@ -102,37 +105,31 @@ class AWAC(LossStepsAlgorithm):
         """exp(A/λ) clipped at `max_weight`."""
         return advantage_weights(adv, 1.0 / self.cfg.awac_lambda, self.cfg.max_weight)
 
-    def actor_loss(self, batch: Batch, noise: Inputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def actor_loss(self, batch: Batch, inputs: UpdateInputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """−E[exp(A/λ)·log π(a|s)] over dataset actions, weights held fixed. Returns (loss, A)."""
         # One actor pass for both the baseline's ã (drawn without gradient) and log π(a|s): the actor does not
         # change in between, so this equals two passes, at the cost of one (AWAC ~1.05× faster).
         dist = self.actor.distribution(batch.obs)
-        adv = self.advantage(batch, noise, dist)
+        adv = self.advantage(batch, inputs, dist)
         loss = -(self.weights(adv) * dist.log_prob(batch.act).sum(-1)).mean()
         return loss, adv
 
     # --- the update: critic step, then actor step ------------------------------------------------------------
-    def update_inputs(self, batch: Batch) -> Inputs:
+    def update_inputs(self, batch: Batch) -> UpdateInputs:
         """The update's two draws, in the order the losses make them: a' ~ π(·|s') for the TD target, then
         ã ~ π(·|s) for the advantage baseline (the draws do not depend on the networks, so drawing both before
         the critic step gives a separate run's numbers)."""
         shape = (batch.obs.shape[0], self.act_dim)
         return {"next": torch.randn(shape, device=self.device), "actor": torch.randn(shape, device=self.device)}
 
-    def critic_step(
-        self, batch: Batch, critic_weight: torch.Tensor | None = None, actor_penalty: ActorPenalty | None = None,
-        inputs: Inputs | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        critic_loss, q = self.critic_loss(batch, critic_weight, inputs)
+    def critic_step(self, batch: Batch, context: LossContext) -> tuple[torch.Tensor, Metrics]:
+        critic_loss, q = self.critic_loss(batch, context.critic_weight, context.inputs)
         return critic_loss, {"critic_loss": critic_loss, "q_mean": q.mean()}
 
-    def actor_step(
-        self, batch: Batch, critic_weight: torch.Tensor | None = None, actor_penalty: ActorPenalty | None = None,
-        inputs: Inputs | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        actor_loss, adv = self.actor_loss(batch, inputs)
+    def actor_step(self, batch: Batch, context: LossContext) -> tuple[torch.Tensor, Metrics]:
+        actor_loss, adv = self.actor_loss(batch, context.inputs)
         metrics = {"actor_loss": actor_loss, "adv_mean": adv.mean()}
-        return with_actor_penalty(actor_loss, batch, self.actor, actor_penalty, metrics), metrics
+        return with_actor_penalty(actor_loss, batch, self.actor, context.actor_penalty, metrics), metrics
 
     def loss_steps(self) -> list[LossStep]:
         # CORL's order: the critic steps first, then the actor loss is computed with the *updated* critic, so

@@ -6,8 +6,8 @@ out-of-distribution pairs, (ii) a behaviour-consistency term λ_t·‖π(s) − 
 (iii) BC-divergence prioritized replay. κ_t and λ_t relax with a schedule σ(t) (suite.schedules).
 
 The paper gives these ideas in words only; every formula and default here is ours and documented in
-docs/baq.md. BAQ never copies its base: its update is the base's own loss step,
-`base.loss(batch, critic_weight=…, actor_penalty=…)`, reweighted and penalised.
+docs/baq.md. BAQ never copies its base: its update is the base's own loss step, `base.loss(batch, context)`,
+reweighted and penalised through the context's `critic_weight` and `actor_penalty`.
 With κ₀ = λ₀ = 0 and priority "none" it reproduces the base algorithm number for number.
 """
 
@@ -26,11 +26,13 @@ from torch import nn
 
 from suite.algorithm import (
     ActorPenalty,
+    Algorithm,
     Batch,
-    Inputs,
+    LossContext,
     LossFn,
     LossStep,
-    LossStepsAlgorithm,
+    Metrics,
+    UpdateInputs,
     check_common_params,
     get_algorithm,
     make_config,
@@ -39,7 +41,7 @@ from suite.algorithm import (
 from suite.errors import UserError
 from suite.nets import CriticEnsemble, GaussianPolicy
 from suite.optim import adam
-from suite.priority import PrioritizedSampler
+from suite.priority import PrioritizedSampler, check_priority_params
 from suite.schedules import SCHEDULES, Relaxation
 
 BASES = ("iql", "cql")
@@ -96,13 +98,8 @@ class BAQConfig:
             raise UserError(f"divergence_chunk must be positive, got {self.divergence_chunk}")
         Relaxation(self.schedule, self.schedule_T, self.half_life, self.ema_rate)  # validates its keys
         if self.priority != "none":
-            PrioritizedSampler(1, _no_score, self.priority_alpha, self.priority_eps, self.priority_beta0,
-                               self.priority_anneal_steps)  # validates its keys
+            check_priority_params(self.priority_alpha, self.priority_eps, self.priority_beta0)
         make_config(self.base, self.base_params)  # unknown or ill-typed base parameters -> UserError
-
-
-def _no_score(obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    raise RuntimeError("placeholder score function")
 
 
 def critic_weights(divergence: torch.Tensor, kappa: float | torch.Tensor, w_min: float) -> torch.Tensor:
@@ -134,7 +131,7 @@ def _evaluating(module: nn.Module) -> Iterator[nn.Module]:
 
 
 @register("baq")
-class BAQ(LossStepsAlgorithm):
+class BAQ(Algorithm):
     Config = BAQConfig
 
     def __init__(
@@ -284,7 +281,7 @@ class BAQ(LossStepsAlgorithm):
     def is_vectorizable(cls, cfg: BAQConfig) -> bool:
         return get_algorithm(cfg.base).is_vectorizable(make_config(cfg.base, cfg.base_params))
 
-    def update_inputs(self, batch: Batch) -> Inputs:
+    def update_inputs(self, batch: Batch) -> UpdateInputs:
         """The base's random draws, then this run's own state for the update: σ, κ_t and λ_t (the adaptive
         schedule first sees the critics' disagreement on this batch) and the divergence normaliser."""
         uncertainty = self.critic_disagreement(batch) if self.relaxation.adaptive else None
@@ -301,19 +298,12 @@ class BAQ(LossStepsAlgorithm):
         optims = base_step.optims + ((self.behavior_optim,) if self.fitting else ())
         return [LossStep(functools.partial(self.loss, base_step.loss), optims)]
 
-    def loss(
-        self,
-        base_loss: LossFn,
-        batch: Batch,
-        critic_weight: torch.Tensor | None = None,
-        actor_penalty: ActorPenalty | None = None,
-        inputs: Inputs | None = None,  # from `update_inputs` (always given: the update and suite.vectorize pass it)
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, base_loss: LossFn, batch: Batch, context: LossContext) -> tuple[torch.Tensor, Metrics]:
         """The base's loss with critic weights w = clip(exp(−κ_t·d), w_min, 1) (times PER's importance weights)
         and the penalty λ_t·‖π(s) − μ_β(s)‖², plus −E log π_β(a|s) while π_β is fitted. π_β's parameters are
         disjoint from the base's and every cross term is detached (μ_β and d carry no gradient), so one backward
         over the sum gives each optimiser the gradient of its own loss."""
-        cfg, fitting = self.cfg, self.fitting
+        cfg, fitting, inputs = self.cfg, self.fitting, context.inputs
         stats = self.behavior_stats(batch.obs, batch.act, grad=fitting)
         # Offline the normaliser is not known yet (π_β is still learning): the batch mean stands in.
         scale = inputs["baq_scale"] if self.online else stats["divergence"].mean().clamp_min(_TINY)
@@ -322,14 +312,14 @@ class BAQ(LossStepsAlgorithm):
         kappa, lam = inputs["baq_kappa"], inputs["baq_lambda"]
         divergence_weight = critic_weights(divergence, kappa, cfg.w_min) if self.weighting else None
         weight = divergence_weight
-        for extra in (batch.weight, critic_weight):  # PER's importance weights, a caller's weights
+        for extra in (batch.weight, context.critic_weight):  # PER's importance weights, a caller's weights
             if extra is not None:
                 weight = extra if weight is None else weight * extra
-        penalty = actor_penalty
+        penalty = context.actor_penalty
         if self.penalizing:
-            penalty = self._consistency_penalty(lam, batch.obs, stats["mean"], actor_penalty)
+            penalty = self._consistency_penalty(lam, batch.obs, stats["mean"], context.actor_penalty)
 
-        total, metrics = base_loss(batch, weight, penalty, inputs)
+        total, metrics = base_loss(batch, context._replace(critic_weight=weight, actor_penalty=penalty))
         bc_loss = stats["nll"].mean()
         if fitting:
             total = total + bc_loss

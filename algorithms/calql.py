@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from algorithms.cql import CQL, CQLConfig
-from suite.algorithm import Batch, register
+from suite.algorithm import Batch, Metrics, register
 from suite.errors import UserError
 from suite.returns import TIMEOUT_TAILS, returns_to_go
 
@@ -63,7 +63,7 @@ class CalQL(CQL):
 
     def bound_proposals(
         self, q_ood: torch.Tensor, batch: Batch
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, Metrics]:
         """max(Q(s, ã), G(s)) for the 2·cql_n_actions policy proposals (the last ones of CQL's proposal axis,
         after the uniform ones); `bound_rate`: the share of policy proposals whose Q was below G(s), whether or
         not the bound is on (the authors' `bound_rate_cql_q*`)."""

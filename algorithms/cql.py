@@ -18,12 +18,13 @@ import torch
 from torch import nn
 
 from suite.algorithm import (
-    ActorPenalty,
     Batch,
-    Inputs,
+    LossContext,
+    Metrics,
     SummedLossAlgorithm,
+    UpdateInputs,
     check_common_params,
-    noise_for,
+    drawn,
     register,
     with_actor_penalty,
 )
@@ -136,11 +137,11 @@ class CQL(SummedLossAlgorithm):
         return self.temperatures["log_alpha_prime"].exp().clamp(0.0, 1e6)  # CORL's clamp
 
     # --- losses: public so that BAQ (base="cql") can reuse them ---------------------------------------------
-    def actor_loss(self, batch: Batch, noise: Inputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def actor_loss(self, batch: Batch, inputs: UpdateInputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """SAC policy loss E[α·log π(ã|s) − min_i Q_i(s, ã)], ã ~ π(·|s); during the first `bc_steps` updates
         the Q term is replaced by log π(a|s) of the dataset action (CORL). Gradients reach only the actor (α
         and the critics are held fixed). Returns (loss, log π(ã|s))."""
-        act, log_pi = self.actor.sample(batch.obs, noise_for(noise, "actor"))
+        act, log_pi = self.actor.sample(batch.obs, drawn(inputs, "actor"))
         alpha = self.alpha().detach()
         if self.updates < self.cfg.bc_steps:
             value = self.actor.log_prob(batch.obs, batch.act)
@@ -155,12 +156,12 @@ class CQL(SummedLossAlgorithm):
         return temperature_loss(self.temperatures["log_alpha"], log_pi, self.target_entropy)
 
     @torch.no_grad()
-    def td_target(self, batch: Batch, noise: Inputs | None = None) -> torch.Tensor:
+    def td_target(self, batch: Batch, inputs: UpdateInputs | None = None) -> torch.Tensor:
         """r + γ(1−d)·min_i Q̄_i(s', a'), a' ~ π(·|s') (the max over `cql_n_actions` samples with
         `max_target_backup`), minus α·log π(a'|s') only with `backup_entropy`."""
         n = self.cfg.cql_n_actions if self.cfg.max_target_backup else 1
         next_obs = _repeat_rows(batch.next_obs, n)
-        next_act, next_log_pi = self.actor.sample(next_obs, noise_for(noise, "next"))
+        next_act, next_log_pi = self.actor.sample(next_obs, drawn(inputs, "next"))
         next_q = self.critic_target(next_obs, next_act)  # (n_critics, B·n)
         if n > 1:  # per state, the sample with the largest min_i Q̄_i (CORL `cql_max_target_backup`)
             min_q = next_q.min(0).values.view(-1, n)
@@ -171,18 +172,20 @@ class CQL(SummedLossAlgorithm):
         return soft_td_target(batch.rew, batch.done, next_q, self.cfg.gamma, log_pi, self.alpha())
 
     @torch.no_grad()
-    def sample_ood_actions(self, batch: Batch, noise: Inputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_ood_actions(
+        self, batch: Batch, inputs: UpdateInputs | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The K = 3·cql_n_actions proposal actions per state of CQL(H) and their log densities:
         uniform on [-1, 1]^|A| (log density −|A|·log 2), ã ~ π(·|s) and ã ~ π(·|s'), all scored at s (as the
         authors' code and CORL do). Returns actions (B, K, |A|) and log densities (B, K)."""
         n, (b, a_dim) = self.cfg.cql_n_actions, batch.act.shape
-        uniform = noise_for(noise, "uniform")
+        uniform = drawn(inputs, "uniform")
         if uniform is None:
             uniform = torch.empty(b, n, a_dim, device=self.device).uniform_(-1.0, 1.0)
         uniform_log_density = torch.full((b, n), -a_dim * math.log(2.0), device=self.device)
         # One actor pass over the 2B states, n draws each (the same numbers as sampling n repeated rows).
         policy_act, policy_log_pi = self.actor.sample_n(torch.cat([batch.obs, batch.next_obs]), n,
-                                                        noise_for(noise, "proposals"))
+                                                        drawn(inputs, "proposals"))
         policy_act = policy_act.view(2, b, n, a_dim)
         policy_log_pi = policy_log_pi.view(2, b, n)
         actions = torch.cat([uniform, policy_act[0], policy_act[1]], dim=1)
@@ -217,13 +220,13 @@ class CQL(SummedLossAlgorithm):
         return -self.alpha_prime() * self.cql_alpha * (gap.detach().mean() - self.cfg.target_action_gap)
 
     def critic_loss(
-        self, batch: Batch, critic_weight: torch.Tensor | None = None, noise: Inputs | None = None
+        self, batch: Batch, critic_weight: torch.Tensor | None = None, inputs: UpdateInputs | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """TD regression (weighted per sample by `critic_weight`) + α_cql·α'·(mean conservative gap).
 
         Returns (loss, parts) with parts `td_loss`, `gap` (n,), `q` (n, B) at dataset actions."""
-        target = self.td_target(batch, noise)
-        actions, log_density = self.sample_ood_actions(batch, noise)
+        target = self.td_target(batch, inputs)
+        actions, log_density = self.sample_ood_actions(batch, inputs)
         b, k = actions.shape[:2]
         # One critic pass over the dataset actions and all B·K proposals (each proposal scored at its s).
         obs = torch.cat([batch.obs, _repeat_rows(batch.obs, k)])
@@ -237,12 +240,12 @@ class CQL(SummedLossAlgorithm):
 
     def bound_proposals(
         self, q_ood: torch.Tensor, batch: Batch
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, Metrics]:
         """Q at the K proposals (n, B, K) as the conservative term sees them, and metrics about that: unchanged
         in CQL; Cal-QL (algorithms/calql.py) lower-bounds the policy proposals here."""
         return q_ood, {}
 
-    def update_inputs(self, batch: Batch) -> Inputs:
+    def update_inputs(self, batch: Batch) -> UpdateInputs:
         """Every random number of one update, drawn from the global RNG in the order the losses would draw
         them (so `update` is unchanged): the actor's sample at s, the backup's samples at s', the uniform
         proposals, the policy proposals at [s; s']. Drawn up front so that a seed-vectorized update
@@ -256,21 +259,15 @@ class CQL(SummedLossAlgorithm):
             "proposals": torch.randn(2 * b, n, a_dim, device=dev),
         }
 
-    def loss(
-        self,
-        batch: Batch,
-        critic_weight: torch.Tensor | None = None,
-        actor_penalty: ActorPenalty | None = None,
-        inputs: Inputs | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, batch: Batch, context: LossContext) -> tuple[torch.Tensor, Metrics]:
         """Actor, temperature, critic and Lagrange losses summed. CORL steps log α, then the actor, then α' and
         the critics, but every loss is built from the pre-update networks (its graphs exist before the first
         step) and the cross terms are held fixed (α in the actor loss, the critics in the actor loss, α' in the
         critic loss, the gap in the α' loss). The losses therefore touch disjoint parameters and one backward
         + one fused step is exact."""
-        actor_loss, log_pi = self.actor_loss(batch, inputs)
+        actor_loss, log_pi = self.actor_loss(batch, context.inputs)
         alpha_loss = self.temperature_loss(log_pi)
-        critic_loss, parts = self.critic_loss(batch, critic_weight, inputs)
+        critic_loss, parts = self.critic_loss(batch, context.critic_weight, context.inputs)
         lagrange_loss = self.lagrange_loss(parts["gap"])
         metrics = {
             "critic_loss": critic_loss, "td_loss": parts["td_loss"], "cql_gap": parts["gap"].mean(),
@@ -281,7 +278,7 @@ class CQL(SummedLossAlgorithm):
             metrics.update(alpha_prime=self.alpha_prime(), lagrange_loss=lagrange_loss)
         metrics.update(parts["metrics"])
         total = critic_loss + actor_loss + alpha_loss + lagrange_loss
-        return with_actor_penalty(total, batch, self.actor, actor_penalty, metrics), metrics
+        return with_actor_penalty(total, batch, self.actor, context.actor_penalty, metrics), metrics
 
     def after_step(self) -> None:
         # Targets follow every update (CORL `target_update_period: 1`).

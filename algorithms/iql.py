@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from suite.algorithm import (
-    ActorPenalty,
     Batch,
+    LossContext,
+    Metrics,
     SummedLossAlgorithm,
     check_common_params,
     register,
@@ -101,22 +102,16 @@ class IQL(SummedLossAlgorithm):
         weights = advantage_weights(adv.detach(), self.cfg.temperature, self.cfg.max_weight)
         return -(weights * self.actor.log_prob(batch.obs, batch.act)).mean()
 
-    def loss(
-        self,
-        batch: Batch,
-        critic_weight: torch.Tensor | None = None,
-        actor_penalty: ActorPenalty | None = None,
-        inputs: dict[str, torch.Tensor] | None = None,  # IQL's update draws no random numbers
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """V, Q and π losses summed. They touch disjoint parameters and every cross term is detached (the
-        reference code's V, Q, π steps all read the pre-update networks), so one backward + one fused step
-        is exact."""
+    def loss(self, batch: Batch, context: LossContext) -> tuple[torch.Tensor, Metrics]:
+        """V, Q and π losses summed (IQL draws no random numbers: no update inputs). They touch disjoint
+        parameters and every cross term is detached (the reference code's V, Q, π steps all read the pre-update
+        networks), so one backward + one fused step is exact."""
         value_loss, target_q, v = self.value_loss(batch)
-        critic_loss, q = self.critic_loss(batch, critic_weight)
+        critic_loss, q = self.critic_loss(batch, context.critic_weight)
         actor_loss = self.actor_loss(batch, target_q - v)
         total = value_loss + critic_loss + actor_loss
         metrics = {"value_loss": value_loss, "critic_loss": critic_loss, "actor_loss": actor_loss}
-        total = with_actor_penalty(total, batch, self.actor, actor_penalty, metrics)
+        total = with_actor_penalty(total, batch, self.actor, context.actor_penalty, metrics)
         metrics.update(q_mean=q.mean(), v_mean=v.mean(), adv_mean=(target_q - v).mean())
         return total, metrics
 

@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from suite.algorithm import (
-    ActorPenalty,
+    Algorithm,
     Batch,
-    Inputs,
+    LossContext,
     LossStep,
-    LossStepsAlgorithm,
+    Metrics,
+    UpdateInputs,
     check_common_params,
     register,
     with_actor_penalty,
@@ -119,7 +120,7 @@ def bc_distance(act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @register("rebrac")
-class ReBRAC(LossStepsAlgorithm):
+class ReBRAC(Algorithm):
     Config = ReBRACConfig
     batch_fields = ("next_act",)
     batch_size: ClassVar[int] = 1024  # CORL ReBRAC configs `batch_size: 1024` (paper: "larger batches")
@@ -187,14 +188,14 @@ class ReBRAC(LossStepsAlgorithm):
 
     def critic_loss(
         self, batch: Batch, noise: torch.Tensor, beta_critic: float, critic_weight: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, Metrics]:
         """Σ_i E[w·(Q_i(s, a) − y)²]: each critic's mean squared error, summed over critics (CORL sums them)."""
         target, penalty = self.td_target(batch, noise, beta_critic)
         q = self.critic(batch.obs, batch.act)
         loss = critic_regression(q, target, critic_weight) * q.shape[0]
         return loss, {"critic_loss": loss, "q_mean": q.mean(), "critic_bc": penalty.mean()}
 
-    def actor_loss(self, batch: Batch, beta_actor: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def actor_loss(self, batch: Batch, beta_actor: float) -> tuple[torch.Tensor, Metrics]:
         """E[β_actor·‖π(s) − a‖² − λ·min_i Q_i(s, π(s))], λ = 1/mean|Q| held fixed; the critics get no gradient."""
         act = self.actor(batch.obs)
         penalty = bc_distance(act, batch.act)
@@ -204,24 +205,18 @@ class ReBRAC(LossStepsAlgorithm):
         return loss, {"actor_loss": loss, "actor_bc": penalty.mean()}
 
     # --- the update: critic step; every policy_freq-th update an actor step, then the targets --------------
-    def update_inputs(self, batch: Batch) -> Inputs:
+    def update_inputs(self, batch: Batch) -> UpdateInputs:
         """TD3's target-smoothing noise, drawn before the losses."""
         return {"noise": torch.randn(batch.act.shape, device=self.device)}
 
-    def critic_step(
-        self, batch: Batch, critic_weight: torch.Tensor | None = None, actor_penalty: ActorPenalty | None = None,
-        inputs: Inputs | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self.critic_loss(batch, inputs["noise"], self.penalty_weights()[1], critic_weight)
+    def critic_step(self, batch: Batch, context: LossContext) -> tuple[torch.Tensor, Metrics]:
+        return self.critic_loss(batch, context.inputs["noise"], self.penalty_weights()[1], context.critic_weight)
 
-    def actor_step(
-        self, batch: Batch, critic_weight: torch.Tensor | None = None, actor_penalty: ActorPenalty | None = None,
-        inputs: Inputs | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def actor_step(self, batch: Batch, context: LossContext) -> tuple[torch.Tensor, Metrics]:
         beta_actor = self.penalty_weights()[0]
         loss, metrics = self.actor_loss(batch, beta_actor)
         metrics["beta_actor"] = torch.full((), beta_actor, device=self.device)
-        return with_actor_penalty(loss, batch, self.actor, actor_penalty, metrics), metrics
+        return with_actor_penalty(loss, batch, self.actor, context.actor_penalty, metrics), metrics
 
     @property
     def actor_due(self) -> bool:

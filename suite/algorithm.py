@@ -45,15 +45,26 @@ BATCH_FIELDS = ("rtg", "next_act")  # the optional per-transition fields an algo
 # actor_penalty(obs, actor) -> per-sample penalty (B,) added to the actor loss (BAQ's behaviour consistency).
 ActorPenalty = Callable[[torch.Tensor, nn.Module], torch.Tensor]
 # What an update's losses read that is drawn or decided before them, by name (`Algorithm.update_inputs`).
-Inputs = dict[str, torch.Tensor]
-# loss(batch, critic_weight, actor_penalty, inputs) -> (loss, metrics): one optimiser step's objective.
-LossFn = Callable[[Batch, "torch.Tensor | None", "ActorPenalty | None", "Inputs | None"],
-                  tuple[torch.Tensor, dict[str, torch.Tensor]]]
+UpdateInputs = dict[str, torch.Tensor]
+Metrics = dict[str, torch.Tensor]  # name -> 0-dim tensor (floats only once per log interval)
 
 
-def noise_for(inputs: Inputs | None, key: str) -> torch.Tensor | None:
-    """The pre-drawn random numbers `key` of the update inputs, or None (the caller then draws them where
-    used)."""
+class LossContext(NamedTuple):
+    """What every loss step of one update reads besides the networks and the batch: the update inputs and the
+    two per-sample hooks BAQ composes over its base (both None: the paper's own update)."""
+
+    inputs: UpdateInputs
+    critic_weight: torch.Tensor | None = None  # (B,) weight of each sample's critic (TD) loss
+    actor_penalty: ActorPenalty | None = None  # a per-sample term added to the actor loss
+
+
+# loss(batch, context) -> (loss, metrics): one optimiser step's objective.
+LossFn = Callable[[Batch, LossContext], tuple[torch.Tensor, Metrics]]
+
+
+def drawn(inputs: UpdateInputs | None, key: str) -> torch.Tensor | None:
+    """Update input `key`, or None when a loss is called without update inputs (alone, as in a test): the loss
+    then draws the random numbers where it uses them."""
     return None if inputs is None else inputs.get(key)
 
 
@@ -68,13 +79,17 @@ class LossStep(NamedTuple):
 
 
 class Algorithm(ABC):
-    """Base class. Subclasses set `Config` (a dataclass whose defaults cite their source) and implement:
+    """Base class. A subclass sets `Config` (a dataclass whose defaults cite their source) and `actor` (the
+    policy: BAQ regularises it and may copy it as a behaviour model), and writes its update as:
 
-    - `update(batch, critic_weight=None, actor_penalty=None)`: one gradient step. `critic_weight` (B,) weights
-      each sample's critic (TD) loss, `actor_penalty` adds a per-sample term to the actor loss; with both
-      None the update is exactly the paper's. Returns detached 0-dim tensors (floats on demand).
-    - `act(obs, deterministic)`: actions in [-1, 1] for a batch of (normalised) observations.
-    - `actor`: the policy module (BAQ regularises it and may copy it as a behaviour model).
+    - `update_inputs(batch)`: what the losses read besides the networks and the batch, drawn or decided before
+      them: every random number they need (from the global RNG, in the order the losses would draw them) and
+      any scalar of the run's own state (BAQ's κ_t, λ_t). None by default.
+    - `loss_steps()`: the update's optimiser steps in order, each a `LossStep(loss, optims)` whose `loss(batch,
+      context)` reads the update inputs and the hooks from its `LossContext`.
+    - `after_step()`: what follows the last step (target-network updates).
+
+    `update` runs them for one run; `suite.vectorize` runs the same steps for N seeds as one batched network.
     """
 
     Config: ClassVar[type]
@@ -91,39 +106,46 @@ class Algorithm(ABC):
         self.act_dim = act_dim
         self.device = torch.device(device)
 
+    # --- the update ------------------------------------------------------------------------------------------
+    def update_inputs(self, batch: Batch) -> UpdateInputs:
+        """The update inputs of `batch` (see the class docstring); none by default."""
+        return {}
+
     @abstractmethod
+    def loss_steps(self) -> list[LossStep]: ...
+
+    def after_step(self) -> None:
+        """What follows the optimiser steps (target-network updates)."""
+
     def update(
         self,
         batch: Batch,
         critic_weight: torch.Tensor | None = None,
         actor_penalty: ActorPenalty | None = None,
-    ) -> dict[str, torch.Tensor]: ...
+    ) -> Metrics:
+        """One gradient update. `critic_weight` (B,) weights each sample's critic (TD) loss, `actor_penalty` adds a
+        per-sample term to the actor loss; with both None the update is exactly the paper's. Returns detached
+        0-dim tensors."""
+        context = LossContext(self.update_inputs(batch), critic_weight, actor_penalty)
+        metrics: Metrics = {}
+        for step in self.loss_steps():
+            total, step_metrics = step.loss(batch, context)
+            gradient_step(step.optims, total)
+            metrics.update(step_metrics)
+        self.after_step()
+        return {k: v.detach() for k, v in metrics.items()}
 
-    # --- optional: seed vectorisation (suite.vectorize) ----------------------------------------------------
-    # An algorithm whose update is "update_inputs, then one or more loss steps in a fixed order, then
-    # `after_step()`" (`LossStepsAlgorithm`) can train N seeds as one batched network: the random numbers and
-    # the run's own state come from `update_inputs` (each seed's own RNG and object), never from inside a loss.
     @classmethod
     def is_vectorizable(cls, cfg: Any) -> bool:
-        """Whether runs of this config can train as one seed-batched network (read off the config: no
-        instance is built)."""
-        return False
+        """Whether runs of `cfg` can train as one seed-batched network (suite.vectorize), read off the config (no
+        instance is built): yes, unless a loss draws random numbers itself or the loss steps change from one
+        update to the next."""
+        return True
 
-    def update_inputs(self, batch: Batch) -> Inputs:
-        """What the update's losses read that is drawn or decided before them: every random number they need
-        (drawn from the global RNG in the order the losses would draw them) and any scalar of the run's own
-        state (BAQ's κ_t, λ_t). None by default."""
-        return {}
-
-    def loss_steps(self) -> list[LossStep]:
-        """The update as optimiser steps, in order (vectorizable algorithms only)."""
-        raise NotImplementedError(f"{self.name} does not describe its update as loss steps")
-
-    def after_step(self) -> None:
-        """What follows the optimiser step (target-network updates)."""
-
+    # --- acting, data and phases -----------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions in [-1, 1] for a batch of (normalised) observations."""
         if deterministic:
             return self.actor.deterministic(obs)
         return self.actor.sample(obs)[0]
@@ -180,32 +202,7 @@ class Algorithm(ABC):
             m.load_state_dict(state[name])
 
 
-class LossStepsAlgorithm(Algorithm):
-    """An algorithm whose update is `update_inputs`, then its `loss_steps()` in order (one optimiser step each),
-    then `after_step()`: the shared `update`, and seed vectorisation (suite.vectorize) for free. Subclasses
-    implement `loss_steps` and, as needed, `update_inputs` and `after_step`."""
-
-    def update(
-        self,
-        batch: Batch,
-        critic_weight: torch.Tensor | None = None,
-        actor_penalty: ActorPenalty | None = None,
-    ) -> dict[str, torch.Tensor]:
-        inputs = self.update_inputs(batch)
-        metrics: dict[str, torch.Tensor] = {}
-        for step in self.loss_steps():
-            total, step_metrics = step.loss(batch, critic_weight, actor_penalty, inputs)
-            gradient_step(step.optims, total)
-            metrics.update(step_metrics)
-        self.after_step()
-        return {k: v.detach() for k, v in metrics.items()}
-
-    @classmethod
-    def is_vectorizable(cls, cfg: Any) -> bool:
-        return True
-
-
-class SummedLossAlgorithm(LossStepsAlgorithm):
+class SummedLossAlgorithm(Algorithm):
     """An update that is one summed loss over disjoint parameter groups and one step of `self.optim` (IQL,
     CQL). Subclasses implement `loss` and say there why one backward over the summed losses equals the paper's
     separate steps."""
@@ -213,13 +210,7 @@ class SummedLossAlgorithm(LossStepsAlgorithm):
     optim: torch.optim.Optimizer
 
     @abstractmethod
-    def loss(
-        self,
-        batch: Batch,
-        critic_weight: torch.Tensor | None = None,
-        actor_penalty: ActorPenalty | None = None,
-        inputs: Inputs | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+    def loss(self, batch: Batch, context: LossContext) -> tuple[torch.Tensor, Metrics]: ...
 
     def loss_steps(self) -> list[LossStep]:
         return [LossStep(self.loss, (self.optim,))]
@@ -227,7 +218,7 @@ class SummedLossAlgorithm(LossStepsAlgorithm):
 
 def with_actor_penalty(
     loss: torch.Tensor, batch: Batch, actor: nn.Module, actor_penalty: ActorPenalty | None,
-    metrics: dict[str, torch.Tensor],
+    metrics: Metrics,
 ) -> torch.Tensor:
     """`loss` plus the mean of `actor_penalty` (BAQ's behaviour-consistency term), recorded in `metrics`."""
     if actor_penalty is None:

@@ -7,7 +7,7 @@ slice, and per optimiser step of the update one `torch.func.vmap` of the loss's 
 step update all N at once. On a GPU, where 2×256 networks leave the device idle, that turns N small kernels per
 layer into one.
 
-Requirements (`Algorithm.vectorizable`, i.e. a `LossStepsAlgorithm`): the update is its `loss_steps()` in order
+Requirements (`Algorithm.is_vectorizable(cfg)`): the update is its `loss_steps()` in order
 (IQL and CQL: one summed loss; AWAC: the critic's step, then the actor's; BAQ: its base's step with the
 behaviour model's fit added offline), each with the optimisers of the parameters it trains, then `after_step()`;
 and what its losses read besides the networks and the batch comes from `update_inputs`: the random numbers,
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from suite import stop
-from suite.algorithm import Algorithm, Batch, Inputs, get_algorithm
+from suite.algorithm import Algorithm, Batch, LossContext, Metrics, UpdateInputs, get_algorithm
 from suite.errors import UserError
 from suite.tracking import MetricsSink
 from suite.train import Progress, TrainConfig, TrainingRun, TrainResult
@@ -43,8 +43,8 @@ class _LossModule(nn.Module):
         self.nets = nn.ModuleDict(modules)
         object.__setattr__(self, "algo", algo)  # not a submodule: its networks are already in `nets`
 
-    def forward(self, batch: Batch, inputs: Inputs, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        total, metrics = self.algo.loss_steps()[step].loss(batch, None, None, inputs)
+    def forward(self, batch: Batch, inputs: UpdateInputs, step: int) -> tuple[torch.Tensor, Metrics]:
+        total, metrics = self.algo.loss_steps()[step].loss(batch, LossContext(inputs))
         return total, {k: v.detach() for k, v in metrics.items()}
 
 
@@ -175,12 +175,12 @@ class SeedVectorizedStep:
 
     def _loss(
         self, step: int, trainable: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor], parts: dict[str, torch.Tensor], inputs: Inputs,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        buffers: dict[str, torch.Tensor], parts: dict[str, torch.Tensor], inputs: UpdateInputs,
+    ) -> tuple[torch.Tensor, Metrics]:
         return torch.func.functional_call(self._holder, ({**trainable, **frozen}, buffers),
                                           (Batch(**parts), inputs, step))
 
-    def step(self, batches: Sequence[Batch], inputs: Sequence[Inputs] | None = None) -> list[dict[str, torch.Tensor]]:
+    def step(self, batches: Sequence[Batch], inputs: Sequence[UpdateInputs] | None = None) -> list[Metrics]:
         """One update of every seed on its batch. `inputs`: each seed's `update_inputs(batch)`, taken with its own
         RNG and state (default: taken here, one seed after another, with the global RNG)."""
         if len(batches) != len(self.algos):
@@ -196,7 +196,7 @@ class SeedVectorizedStep:
             raise ValueError("the seeds' batches carry different fields (e.g. only some are prioritized)")
         parts = {k: torch.stack([getattr(b, k) for b in batches]) for k in present[0]}
         stacked_inputs = {k: torch.stack([n[k] for n in inputs]) for k in inputs[0]}
-        metrics: dict[str, torch.Tensor] = {}
+        metrics: Metrics = {}
         for step in self.steps:  # in order: a later step's loss sees the parameters an earlier one changed
             grads, step_metrics = step.grad(step.trainable, step.frozen, self.buffers, parts, stacked_inputs)
             for k, g in grads.items():

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from algorithms.baq import BAQ, critic_weights, mse_divergence, nll_divergence
-from suite.algorithm import Batch, get_algorithm, make_config
+from suite.algorithm import Batch, LossContext, get_algorithm, make_config
 from suite.buffer import ReplayBuffer
 from suite.errors import UserError
 from suite.tracking import MemorySink
@@ -91,9 +91,9 @@ class Spy:
         self.calls: list[dict[str, Any]] = []
         self.base = base
 
-    def __call__(self, batch: Batch, critic_weight: Any = None, actor_penalty: Any = None,
-                 inputs: Any = None) -> tuple[torch.Tensor, dict]:
-        self.calls.append({"batch": batch, "critic_weight": critic_weight, "actor_penalty": actor_penalty})
+    def __call__(self, batch: Batch, context: LossContext) -> tuple[torch.Tensor, dict]:
+        self.calls.append({"batch": batch, "critic_weight": context.critic_weight,
+                           "actor_penalty": context.actor_penalty})
         zero = sum(p.sum() * 0.0 for p in self.base.actor.parameters())
         return zero, {}
 
