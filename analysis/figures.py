@@ -30,7 +30,11 @@ def _legend(fig: Figure, methods: list[str], colors: dict) -> None:
     # About 5.5 pt per character at 9 pt, plus ~34 pt for the handle and the gap between columns.
     entry_pt = 5.5 * max((len(m) for m in methods), default=1) + 34.0
     fits = max(1, int(fig.get_figwidth() * 72.0 // entry_pt))
-    fig.legend(handles, methods, loc="outside lower center", ncols=min(len(methods), 4, fits), frameon=False)
+    ncols = min(len(methods), 4, fits)
+    rows = -(-len(methods) // ncols) if methods else 1
+    if rows > 1:  # room for every legend row below the panels (about 0.2 in per row at 9 pt)
+        fig.set_figheight(fig.get_figheight() + 0.2 * (rows - 1))
+    fig.legend(handles, methods, loc="outside lower center", ncols=ncols, frameon=False)
 
 
 def seed_mean_band(values: pd.Series) -> tuple[float, float]:
@@ -184,32 +188,78 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
-def sensitivity(param: str, label: str, points: pd.DataFrame, line_keys: list[str], names: dict[str, str],
-                algorithm_label: str) -> Figure:
-    """Final score vs one swept parameter, one line per combination of the other swept parameters.
+# The sensitivity and variant figures' panels: (column, interval low, interval high, axis label).
+VARIANT_PANELS = (("value", "ci_low", "ci_high", f"Mean {SCORE_LABEL.lower()} (end of online)"),
+                  ("drop", "drop_low", "drop_high", "Drop after the switch"))
 
-    `points` has one row per method: the swept values (columns named by key), `value`, `ci_low`, `ci_high`."""
-    fig = new_figure(4.4, 3.2)
-    ax = fig.subplots()
+
+def _reference_band(ax, reference: pd.Series | None, column: str, low: str, high: str) -> None:
+    """The reference method's estimate (dotted) and 95% interval (grey band) across the panel."""
+    if reference is None or not np.isfinite(reference[column]):
+        return
+    ax.axhline(reference[column], color="0.3", linestyle=":", linewidth=1.4,
+               label=f"{reference['method']} (reference)")
+    ax.axhspan(reference[low], reference[high], color="0.3", alpha=0.12, linewidth=0)
+
+
+def sensitivity(param: str, label: str, points: pd.DataFrame, line_keys: list[str], names: dict[str, str],
+                algorithm_label: str, reference: pd.Series | None = None) -> Figure:
+    """Final score, and the drop after the switch when `points` has it, vs one swept parameter: one panel
+    each, one line per combination of the other swept parameters, the reference as a dotted line and band.
+
+    `points` has one row per method: the swept values (columns named by key), `value`, `ci_low`, `ci_high`
+    and optionally `drop`, `drop_low`, `drop_high`; `reference` has the same fields and `method`."""
+    panels = [p for p in VARIANT_PANELS if p[0] in points and points[p[0]].notna().any()]
+    fig = new_figure(4.4 * len(panels), 3.4)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)).ravel()
     numeric = all(_is_number(v) for v in points[param])
     order = sorted(points[param].unique(), key=lambda v: (0, float(v)) if _is_number(v) else (1, str(v)))
     position = {v: (float(v) if numeric else i) for i, v in enumerate(order)}
     groups = list(points.groupby(line_keys, dropna=False, sort=True)) if line_keys else [((), points)]
     palette = sns.color_palette("colorblind", max(len(groups), 1))
-    for color, (key, group) in zip(palette, groups, strict=False):
-        key = key if isinstance(key, tuple) else (key,)
-        text = ", ".join(f"{names[k]}={format_value(v)}" for k, v in zip(line_keys, key, strict=True))
-        group = group.assign(x=group[param].map(position)).sort_values("x")
-        errors = np.vstack([group["value"] - group["ci_low"], group["ci_high"] - group["value"]])
-        ax.errorbar(group["x"], group["value"], yerr=errors, color=color, marker="o", markersize=4,
-                    capsize=3, label=text or algorithm_label)
-    if numeric and min(position.values()) > 0 and max(position.values()) / min(position.values()) >= 50:
-        ax.set_xscale("log")
-    if not numeric:
-        ax.set_xticks(range(len(order)), [format_value(v) for v in order])
-    ax.set_xlabel(label)
-    ax.set_ylabel(f"Mean {SCORE_LABEL.lower()} (end of online)")
-    ax.set_title(f"{algorithm_label}: sensitivity to {label}")
-    if line_keys:
-        ax.legend(frameon=False)
+    for ax, (column, low, high, ylabel) in zip(axes, panels, strict=True):
+        for color, (key, group) in zip(palette, groups, strict=False):
+            key = key if isinstance(key, tuple) else (key,)
+            text = ", ".join(f"{names[k]}={format_value(v)}" for k, v in zip(line_keys, key, strict=True))
+            group = group.assign(x=group[param].map(position)).sort_values("x")
+            errors = np.vstack([group[column] - group[low], group[high] - group[column]])
+            # Categories have no order: points with their intervals, no line between them.
+            ax.errorbar(group["x"], group[column], yerr=errors, color=color, marker="o", markersize=4,
+                        capsize=3, linestyle="-" if numeric else "none", label=text or algorithm_label)
+        _reference_band(ax, reference, column, low, high)
+        if numeric and min(position.values()) > 0 and max(position.values()) / min(position.values()) >= 50:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(order)), [format_value(v) for v in order],
+                          rotation=30 if len(order) > 3 else 0, ha="right" if len(order) > 3 else "center")
+        ax.set_xlabel(label)
+        ax.set_ylabel(ylabel)
+    fig.suptitle(f"{algorithm_label}: sensitivity to {label}")
+    if line_keys or reference is not None:
+        axes[0].legend(frameon=False)
+    return fig
+
+
+def variant_intervals(stats: pd.DataFrame, colors: dict, title: str) -> Figure:
+    """Final score and drop after the switch per method (rows: `stats["method"]`, e.g. every variant of an
+    algorithm and the reference) with 95% intervals: bar = interval, black tick = estimate."""
+    shown = list(stats["method"])
+    label_in = 0.075 * max((len(m) for m in shown), default=4)
+    fig = new_figure(6.0 + label_in, 1.0 + 0.3 * len(shown))
+    axes = fig.subplots(1, len(VARIANT_PANELS), squeeze=False)[0]
+    for col, (ax, (column, low, high, xlabel)) in enumerate(zip(axes, VARIANT_PANELS, strict=True)):
+        for i, rec in enumerate(stats.itertuples(index=False)):
+            value, lo, hi = getattr(rec, column), getattr(rec, low), getattr(rec, high)
+            if not np.isfinite(value):
+                continue
+            ax.barh(i, hi - lo, left=lo, height=0.6, color=colors[rec.method], alpha=0.8)
+            ax.vlines(value, i - 0.3, i + 0.3, color="black", linewidth=1.4)
+        if column == "drop":
+            ax.axvline(0.0, color="0.35", linestyle="--", linewidth=1.0)  # no dip
+        ax.set_yticks(range(len(shown)), shown if col == 0 else [])
+        ax.set_ylim(len(shown) - 0.5, -0.5)
+        _pad_x(ax, stats[[column, low, high]].to_numpy(dtype=float))
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel(xlabel.replace(" (end of online)", "\n(end of online)"))
+    fig.suptitle(title)
     return fig

@@ -13,7 +13,8 @@ _ALL, _USED, _AGG = "all runs", "used runs", "runs in the aggregates"
 _SOURCES = {"scores.csv": _ALL, "runs.csv": _ALL, "table.": _USED, "cells.csv": _USED,
             "learning_curves.": _USED, "sensitivity_": _AGG, "aggregates.csv": _AGG,
             "interval_estimates.": _AGG,
-            "probability_of_improvement.": _AGG, "performance_profiles.": _AGG, "iqm_curve.": _AGG}
+            "probability_of_improvement.": _AGG, "performance_profiles.": _AGG, "iqm_curve.": _AGG,
+            "variants": _AGG, "improvement_over_reference.": _AGG}
 
 
 def _source(name: str) -> str:
@@ -32,7 +33,8 @@ def _git_lines(runs: pd.DataFrame) -> list[str]:
 
 
 def readme_text(analysis: Analysis, table: ScoreTable, runs: pd.DataFrame, described: dict[str, str], *,
-                seed: int, reps: int, source: str) -> str:
+                seed: int, reps: int, source: str, extra: list[str] | tuple[str, ...] = ()) -> str:
+    """The README; `extra` lines (Markdown list items) close its Reproducibility section."""
     n_all, n_used, n_agg = len(runs), int(runs["used"].sum()), int(runs["in_aggregates"].sum())
     counts = {_ALL: f"all {n_all} runs", _USED: f"{n_used} used runs",
               _AGG: f"{n_agg} runs in the aggregates"}
@@ -52,6 +54,7 @@ def readme_text(analysis: Analysis, table: ScoreTable, runs: pd.DataFrame, descr
     if analysis.swept:
         lines.append(f"- Swept parameters (one table column per combination): "
                      f"{', '.join(f'`{k}`' for k in analysis.swept)}")
+    lines += list(extra)
     lines += ["", "## Files", "", "| File | What | From |", "|---|---|---|"]
     for name in sorted(described):
         if name in ("README.md", "manifest.json"):

@@ -6,17 +6,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
 
-from analysis import aggregate, figures, files, switch
+from analysis import aggregate, figures, files, switch, variants
 from analysis.readme import readme_text
 from analysis.runs import runs_from_records
-from analysis.scores import Analysis, analyse, display_name, short_names
+from analysis.scores import analyse
 from analysis.sources import collect
 from analysis.style import DPI, figure_style, method_colors
 from analysis.tables import score_table
@@ -73,29 +72,6 @@ class _Writer:
     def figure(self, stem: str, fig, what: str) -> None:
         for path in files.save_figure(fig, self.folder / stem, dpi=DPI):
             self.described[path.name] = what
-
-
-def _sensitivity_figures(writer: _Writer, analysis: Analysis, aggregates: pd.DataFrame) -> None:
-    """Final score vs each swept parameter, per algorithm; a line per value of the other swept parameters."""
-    if not analysis.swept or aggregates.empty:
-        return
-    names = short_names(analysis.swept)
-    params = analysis.runs.drop_duplicates("method").set_index("method")[analysis.swept + ["algorithm"]]
-    means = aggregates[(aggregates["phase"] == "online") & (aggregates["metric"] == "Mean")]
-    points = params.join(means.set_index("algorithm")[["value", "ci_low", "ci_high"]], how="inner")
-    for algorithm, mine in points.groupby("algorithm", sort=True):
-        keys = [k for k in analysis.swept if mine[k].notna().any()]
-        for key in keys:
-            if mine[key].nunique(dropna=True) < 2:
-                continue
-            others = [k for k in keys if k != key]
-            label = names[key]
-            shown = display_name(str(algorithm))
-            fig = figures.sensitivity(key, label, mine.dropna(subset=[key]), others, names, shown)
-            stem = f"sensitivity_{algorithm}_{re.sub(r'[^A-Za-z0-9]+', '_', label).strip('_')}"
-            writer.figure(stem, fig, f"{shown}: mean normalized score at the end of online fine-tuning vs "
-                          f"`{key}` with 95% bootstrap intervals, one line per value of the other swept "
-                          "parameters")
 
 
 def _remove_stale(folder: Path, fresh: set[str]) -> None:
@@ -160,6 +136,9 @@ def report(source: str | None, *, tracking_uri: str | None, out_dir: Path, seed:
                "recovery time")
     writer.csv("switch_summary.csv", switch.switch_summary(dips),
                "per (method, task): mean drop after the switch over seeds, worst drop, runs recovered")
+    colors = method_colors(analysis.methods)
+    variant_lines = variants.write_outputs(writer, analysis, aggregates, matrices, dips, colors, seed=seed,
+                                           reps=reps)
     curves_input = loaded.scores.merge(used_runs, on="run_id")
     switch_of_method = used_runs.groupby("method")["offline_steps"].max().to_dict()
     known = len(matrices.warnings)
@@ -167,7 +146,6 @@ def report(source: str | None, *, tracking_uri: str | None, out_dir: Path, seed:
     analysis.warnings.extend(matrices.warnings[known:])  # the curve's own warnings, for the README
     writer.csv("iqm_curve.csv", curves, "IQM vs step with 95% intervals")
 
-    colors = method_colors(analysis.methods)
     with figure_style():
         if not curves_input.empty:
             switches = {d: sorted(set(g["offline_steps"])) for d, g in curves_input.groupby("dataset")}
@@ -187,12 +165,11 @@ def report(source: str | None, *, tracking_uri: str | None, out_dir: Path, seed:
         if not poi.empty:
             writer.figure("probability_of_improvement", figures.improvement_probabilities(poi, colors),
                           "probability of improvement of BAQ over each other method")
-        _sensitivity_figures(writer, analysis, aggregates)
 
     fresh = set(writer.described) | {"README.md", "manifest.json"}
     _remove_stale(folder, fresh)
     writer.text("README.md", readme_text(analysis, table, runs, writer.described, seed=seed, reps=reps,
-                                         source=found.described), "this file")
+                                         source=found.described, extra=variant_lines), "this file")
     writer.text("manifest.json", json.dumps({"experiment": source, "seed": int(seed), "reps": int(reps),
                                              "files": sorted(fresh)}, indent=2) + "\n", "list of files")
     return folder

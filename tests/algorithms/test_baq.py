@@ -3,6 +3,7 @@ its base algorithm when switched off (direct updates and through suite.train).""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import math
@@ -377,3 +378,35 @@ def test_train_offline_to_online_with_resume_mid_online(tiny_dataset_id: str, tm
     assert min(s for s, _ in second.metrics["train/critic_loss"]) > 60
     merged = {k: dict(first.metrics.get(k, [])) | dict(second.metrics.get(k, [])) for k in table}
     assert merged == table
+
+
+# --- the ablation matrix's "everything off" variant is its IQL reference -----------------------------------
+ABLATION = Path(__file__).parents[2] / "experiments" / "ablation_small.toml"
+
+
+def ablation_cell(algo: str, variant: dict, seed: int, dataset: str) -> TrainConfig:
+    """The matrix's own config of the cell (algo, sweep variant, seed), with every override and budget key, on
+    `dataset` and a budget small enough for a test: 60 offline + 60 online steps, an eval every 30."""
+    from suite.matrix import load_matrix
+
+    matrix = load_matrix(ABLATION)
+    overrides = {**matrix.overrides.get(algo, {}), **variant}
+    cell = next(c for c in matrix.cells() if c.algo == algo and c.seed == seed and c.overrides == overrides)
+    return dataclasses.replace(cell.config, dataset=dataset, offline_steps=60, online_steps=60, eval_interval=30,
+                               eval_episodes=2, log_interval=10, checkpoint_interval=1_000,
+                               max_episode_steps=50)
+
+
+def test_ablation_everything_off_equals_iql_number_for_number(tiny_dataset_id: str) -> None:
+    everything_off = ablation_cell("baq", OFF, 1, tiny_dataset_id)
+    reference = ablation_cell("iql", {}, 1, tiny_dataset_id)
+    assert everything_off.algo_params["schedule_T"] == 25_000 and everything_off.batch == reference.batch
+    baq_sink, iql_sink = MemorySink(), MemorySink()
+    r_baq, r_iql = train(everything_off, baq_sink), train(reference, iql_sink)
+    got, ref = metric_table(baq_sink), metric_table(iql_sink)
+    shared = {"train/critic_loss", "train/actor_loss", "train/value_loss", "eval/normalized_score",
+              "online/episode_return"}
+    assert shared <= set(ref) and set(ref) <= set(got)
+    assert {k: got[k] for k in ref} == ref  # every IQL metric, bit for bit
+    assert r_baq.evals == r_iql.evals and [e["step"] for e in r_iql.evals] == [30, 60, 90, 120]
+    assert (r_baq.offline_score, r_baq.online_score) == (r_iql.offline_score, r_iql.online_score)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib.image
 import numpy as np
 import pandas as pd
@@ -114,3 +116,51 @@ def test_sensitivity_plot_has_one_line_per_other_value():
     lines = [line for line in ax.get_lines() if line.get_marker() == "o"]  # not the error-bar caps
     assert sorted(tuple(line.get_ydata()) for line in lines) == [(40.0, 45.0, 42.0), (50.0, 60.0, 55.0)]
     _texts_are_readable(fig)
+
+
+def test_sensitivity_draws_the_drop_beside_the_final_score_and_the_reference():
+    points = pd.DataFrame({"schedule": ["linear", "step", "cosine"], "value": [50.0, 60.0, 55.0],
+                           "ci_low": [45.0, 55.0, 50.0], "ci_high": [55.0, 65.0, 60.0],
+                           "drop": [8.0, 2.0, 5.0], "drop_low": [6.0, 1.0, 4.0], "drop_high": [10.0, 3.0, 6.0]})
+    reference = pd.Series({"method": "IQL", "value": 45.0, "ci_low": 44.0, "ci_high": 46.0, "drop": 9.0,
+                           "drop_low": 8.0, "drop_high": 10.0})
+    with figure_style():
+        fig = figures.sensitivity("schedule", "schedule", points, [], {"schedule": "schedule"}, "BAQ", reference)
+    score, drop = fig.axes
+    assert drop.get_ylabel() == "Drop after the switch"
+    assert [t.get_text() for t in drop.get_xticklabels()] == ["cosine", "linear", "step"]
+    marked = next(line for line in drop.get_lines() if line.get_marker() == "o")
+    assert tuple(marked.get_ydata()) == (5.0, 8.0, 2.0) and marked.get_linestyle() == "None"  # no order
+    dotted = [line for line in score.get_lines() if line.get_linestyle() == ":"]
+    assert len(dotted) == 1 and dotted[0].get_ydata()[0] == 45.0
+    assert "IQL (reference)" in [t.get_text() for t in score.get_legend().get_texts()]
+    _texts_are_readable(fig)
+
+
+def test_variant_intervals_draw_one_bar_per_method_with_numbers():
+    stats = pd.DataFrame({"method": ["BAQ (lambda0=0)", "BAQ (lambda0=0.1)", "IQL"],
+                          "value": [50.0, np.nan, 45.0], "ci_low": [48.0, np.nan, 44.0],
+                          "ci_high": [52.0, np.nan, 47.0], "drop": [3.0, np.nan, 9.0],
+                          "drop_low": [1.0, np.nan, 8.0], "drop_high": [5.0, np.nan, 10.0]})
+    colors = method_colors(list(stats["method"]))
+    with figure_style():
+        fig = figures.variant_intervals(stats, colors, "BAQ's variants and the reference")
+    score, drop = fig.axes
+    assert [t.get_text() for t in score.get_yticklabels()] == list(stats["method"])  # a row without runs too
+    bars = [(b.get_x(), b.get_width()) for b in drop.patches]
+    assert bars == [(1.0, 4.0), (8.0, 2.0)]  # intervals [1, 5] and [8, 10]; none for the row without runs
+    assert tuple(drop.patches[1].get_facecolor()[:3]) == tuple(colors["IQL"])
+    _texts_are_readable(fig)
+
+
+def test_a_long_legend_gets_room_below_the_panels(tmp_path):
+    methods = [f"BAQ (kappa0=0, lambda0=0, schedule=variant{i})" for i in range(11)]
+    rows = [{"method": m, "dataset": "local:hopper-medium", "seed": s, "step": step, "normalized_score": step}
+            for m in methods for s in range(2) for step in (0, 50, 100)]
+    with figure_style():
+        fig = figures.learning_curves(pd.DataFrame(rows), methods, ["local:hopper-medium"],
+                                      method_colors(methods), {})
+        assert fig.get_figheight() == pytest.approx(2.5 + 0.2 * 10)  # one legend column of 11 rows
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. "constrained_layout not applied because axes sizes collapsed"
+            save_figure(fig, tmp_path / "curves", dpi=100)

@@ -55,3 +55,16 @@ def test_runs_without_both_phases_are_skipped_and_one_seed_has_no_std() -> None:
     assert sparse["window_steps"] == 50 and sparse["lowest"] == 10.0 and sparse["lowest_step"] == 50
     with pytest.raises(UserError, match="window_fraction must be in \\(0, 1\\], got 0"):
         switch_dips(both, _runs("c"), window_fraction=0)
+
+
+def test_summary_has_one_row_per_variant_of_one_algorithm() -> None:
+    # Two variants of BAQ (same algorithm, task and seeds) stay apart: the summary groups by method label.
+    histories = [_history(f"{name}{seed}", {100: 50.0, 110: 50.0 - drop - seed, 200: 60.0})
+                 for name, drop in (("lin", 4.0), ("off", 10.0)) for seed in range(2)]
+    runs = pd.concat([_runs("lin0", "lin1", method="BAQ (schedule=linear)"),
+                      _runs("off0", "off1", method="BAQ (kappa0=0, lambda0=0, priority=none)")])
+    runs["algorithm"] = "baq"
+    summary = switch_summary(switch_dips(pd.concat(histories), runs)).set_index("method")
+    assert summary["drop_mean"].to_dict() == {"BAQ (schedule=linear)": 4.5,
+                                              "BAQ (kappa0=0, lambda0=0, priority=none)": 10.5}
+    assert (summary["algorithm"] == "baq").all() and (summary["n"] == 2).all()
