@@ -150,6 +150,12 @@ ABLATION_TOML = f"""name = "ablation_mini"
 algorithms = ["baq", "iql"]
 datasets = ["{TASK}"]
 seeds = [0, 1]
+[budget]
+offline_steps = 100
+online_steps = 100
+eval_interval = 10
+eval_episodes = 1
+utd = 1
 [overrides.baq]
 schedule_T = 25
 [[sweep.baq]]
