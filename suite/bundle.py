@@ -26,6 +26,7 @@ from typing import Any
 
 from suite.errors import UserError
 from suite.files import atomic_write_text
+from suite.tracking import search_all
 
 FORMAT = "baq-suite run bundle"
 SCHEMA = 1
@@ -149,19 +150,10 @@ def record_of(client: Any, run: Any, experiment: str) -> RunRecord:
 def store_records(client: Any, experiment: str) -> list[RunRecord] | None:
     """Every active run of `experiment` in the store, oldest first; None when the store has no such
     experiment."""
-    from mlflow.entities import ViewType
-
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
-    runs, token = [], None
-    while True:
-        page = client.search_runs([found.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
-                                  page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
+    runs = search_all(client, found.experiment_id)
     return sort_records([record_of(client, run, experiment) for run in runs])
 
 

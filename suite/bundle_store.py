@@ -8,6 +8,7 @@ from typing import Any
 
 from suite.bundle import RunRecord, read_bundle, required_records, select_for_export, write_bundle
 from suite.errors import UserError
+from suite.tracking import search_all
 
 # MLflow's limits per log_batch call (mlflow.utils.validation: 1000 metrics, 100 params, 100 tags).
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
@@ -60,23 +61,13 @@ def import_bundle(folders: list[Path], tracking_uri: str) -> dict[str, int]:
 def _present_cells(client: Any, experiment_id: str) -> set[str]:
     """Cells the experiment holds; runs an interrupted import left half-written are deleted here."""
     cells = set()
-    for run in _all_runs(client, experiment_id):
+    for run in search_all(client, experiment_id):
         if run.data.tags.get(INCOMPLETE) == "true":
             client.delete_run(run.info.run_id)
             continue
         tags = run.data.tags
         cells.add(tags.get("baq.cell") or f"run-{tags.get(IMPORTED_FROM, run.info.run_id)}")
     return cells
-
-
-def _all_runs(client: Any, experiment_id: str) -> list[Any]:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def _import_run(client: Any, experiment_id: str, record: RunRecord) -> None:

@@ -43,10 +43,10 @@ class _Stores:
         if uri in self.errors:
             raise RuntimeError(self.errors[uri])
         if uri not in self.clients:
-            from suite.tracking import _client
+            from suite.tracking import open_client
 
             try:
-                self.clients[uri] = _client(uri)[0]
+                self.clients[uri] = open_client(uri)[0]
             except UserError as err:
                 self.errors[uri] = str(err)
                 raise

@@ -95,7 +95,8 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{results / 'mlflow.db'}"
 
 
-def _client(tracking_uri: str | None):
+def open_client(tracking_uri: str | None):
+    """(MlflowClient, resolved uri) for `tracking_uri` (None: the default store), a server probed first."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -121,6 +122,17 @@ def _client(tracking_uri: str | None):
             return MlflowClient(tracking_uri=uri), uri
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def search_all(client: Any, experiment_id: str, filter_string: str = "") -> list[Any]:
+    """Every active (not deleted) run of the experiment that matches `filter_string`, all result pages."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def check_store(tracking_uri: str | None) -> None:
@@ -203,7 +215,7 @@ class MLflowSink:
         from suite.delivery import Sender
         from suite.spool import Spool
 
-        self.client, self.tracking_uri = _client(tracking_uri)
+        self.client, self.tracking_uri = open_client(tracking_uri)
         created = run_id is None
         if created:
             exp_id = get_or_create_experiment(self.client, experiment, self.tracking_uri)

@@ -309,7 +309,7 @@ def test_run_created_before_run_json_is_continued_and_force_supersedes(
     exp_id = get_or_create_experiment(client, "orphan", uri)
     orphan = client.create_run(exp_id, tags={"baq.cell": cell.hash}).info.run_id
     events: list[tuple[str, dict]] = []
-    outcome = execute_cell(job(cell, results, uri, "orphan"), lambda kind, p: events.append((kind, p)))
+    outcome = execute_cell(job(cell, results, uri, "orphan"), lambda e: events.append((e.kind, e.payload)))
     assert outcome["status"] == "finished" and outcome["run_id"] == orphan
     assert [r.info.run_id for r in runs_of(uri, "orphan")[cell.hash]] == [orphan]
     progress = [p for kind, p in events if kind == "progress"]

@@ -10,11 +10,10 @@ from mlflow.tracking import MlflowClient
 
 from suite.launch import launch
 from suite.matrix import load_matrix
-from suite.runner import CellJob, CellLock, cell_dir, run_matrix
-from suite.seed_groups import SeedGroupJob, execute_seed_group, group_jobs
+from suite.runner import CellJob, CellLock, SeedGroupJob, cell_dir, group_jobs, run_matrix
 from suite.tracking import MemorySink
 from suite.train import CHECKPOINT, train
-from tests.suite.test_runner import SHORT_BUDGET, runs_of, store
+from tests.suite.runner.test_run import SHORT_BUDGET, runs_of, store
 from tests.suite.test_train import deterministic_metrics
 
 BUDGET = SHORT_BUDGET.replace("checkpoint_interval = 20", "checkpoint_interval = 10")
@@ -79,7 +78,7 @@ def test_a_locked_cell_drops_out_and_the_rest_still_trains(tiny_dataset_id: str,
     assert lock.acquire()
     events: list[tuple[str, str]] = []
     try:
-        outcomes = execute_seed_group(SeedGroupJob(tuple(jobs)), lambda kind, _p, h: events.append((kind, h)))
+        outcomes = SeedGroupJob(tuple(jobs)).execute(lambda e: events.append((e.kind, e.cell)))
     finally:
         lock.release()
     first, second = (j.cell.hash for j in jobs)
@@ -106,7 +105,7 @@ def test_seeds_interrupted_at_different_steps_resume_one_by_one(tiny_dataset_id:
         with pytest.raises(Interrupt):
             launch(job.cell.config, job.matrix, Path(job.cell_dir), job.tracking_uri, tags=tags, progress=stop)
     assert [Path(j.cell_dir, CHECKPOINT).exists() for j in jobs] == [True, True]
-    outcomes = execute_seed_group(SeedGroupJob(tuple(jobs)), lambda *_: None)
+    outcomes = SeedGroupJob(tuple(jobs)).execute(lambda _: None)
     assert [outcomes[j.cell.hash]["status"] for j in jobs] == ["finished", "finished"]
     runs = runs_of(store(tmp_path)[1], "uneven")
     for job in jobs:  # each cell continued its own run from its checkpoint, and ended FINISHED
