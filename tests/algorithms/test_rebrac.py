@@ -94,7 +94,7 @@ def test_per_dataset_penalties_batch_size_and_their_overrides() -> None:
     assert resolved["batch_size"] == 1024 and resolved["algo_params"]["critic_layernorm"] is True
     hopper = TrainConfig(algo="rebrac", dataset="local:hopper-medium", algo_params={"actor_bc_coef": 0.5})
     assert hopper.resolved()["algo_params"]["actor_bc_coef"] == 0.5  # the config's own value wins
-    assert hopper.resolved()["algo_params"]["critic_bc_coef"] == 0.01
+    assert hopper.resolved()["algo_params"]["critic_bc_coef"] == 0.001  # the paper's, not CORL's 0.01
     assert TrainConfig(algo="rebrac", dataset="local:hopper-medium", batch_size=256).resolved()["batch_size"] == 256
 
 
