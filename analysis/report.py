@@ -14,11 +14,11 @@ import pandas as pd
 
 from analysis import aggregate, figures, files, switch, variants
 from analysis.readme import readme_text
-from analysis.runs import runs_from_records
-from analysis.scores import analyse
+from analysis.runs import LoadedRuns, runs_from_records
+from analysis.scores import Analysis, analyse
 from analysis.sources import collect
 from analysis.style import DPI, figure_style, method_colors
-from analysis.tables import score_table
+from analysis.tables import ScoreTable, score_table
 from suite.bundle import RUN_SUFFIX, bundle_folder, safe_name
 from suite.errors import UserError
 from suite.matrix_spec import read_spec
@@ -106,13 +106,49 @@ def report(source: str | None, *, tracking_uri: str | None, out_dir: Path, seed:
     matrices = aggregate.score_matrices(analysis)
     analysis.warnings.extend(matrices.warnings)
     runs = analysis.runs.assign(in_aggregates=analysis.runs["run_id"].isin(matrices.members["run_id"]))
+    table = _write_tables(writer, analysis, loaded, runs)
+    aggregates, poi, profiles = _write_aggregates(writer, analysis, matrices, seed, reps)
+    used = runs.loc[runs["used"]]
+    dips = switch.switch_dips(loaded.scores, used)
+    writer.csv("switch.csv", dips, "per run: end of offline, lowest eval right after the switch, drop, "
+               "recovery time")
+    writer.csv("switch_summary.csv", switch.switch_summary(dips),
+               "per (method, task): mean drop after the switch over seeds, worst drop, runs recovered")
+    colors = method_colors(analysis.methods)
+    variant_lines = variants.write_outputs(writer, analysis, aggregates, matrices, dips, colors, seed=seed,
+                                           reps=reps)
+    curves_input = loaded.scores.merge(used[["run_id", "method", "offline_steps"]], on="run_id")
+    switch_of_method = used.groupby("method")["offline_steps"].max().to_dict()
+    known = len(matrices.warnings)
+    curves = aggregate.iqm_curves(curves_input, matrices, seed, reps, switch_of_method)
+    analysis.warnings.extend(matrices.warnings[known:])  # the curve's own warnings, for the README
+    writer.csv("iqm_curve.csv", curves, "IQM vs step with 95% intervals")
+    with figure_style():
+        _curve_figures(writer, analysis, colors, curves_input, curves, sorted(set(switch_of_method.values())))
+        _aggregate_figures(writer, analysis, colors, aggregates, profiles, poi)
+
+    fresh = set(writer.described) | {"README.md", "manifest.json"}
+    _remove_stale(folder, fresh)
+    writer.text("README.md", readme_text(analysis, table, runs, writer.described, seed=seed, reps=reps,
+                                         source=found.described, extra=variant_lines), "this file")
+    writer.text("manifest.json", json.dumps({"experiment": source, "seed": int(seed), "reps": int(reps),
+                                             "files": sorted(fresh)}, indent=2) + "\n", "list of files")
+    return folder
+
+
+def _write_tables(writer: _Writer, analysis: Analysis, loaded: LoadedRuns, runs: pd.DataFrame) -> ScoreTable:
     writer.csv("scores.csv", loaded.scores, "tidy eval history: one row per (run, eval step)")
     writer.csv("runs.csv", runs.reindex(columns=RUN_CSV_COLUMNS + loaded.override_keys), "one row per run")
     table = score_table(analysis)
     writer.text("table.md", table.markdown, "score table (Markdown)")
     writer.text("table.tex", table.latex, "score table (LaTeX, booktabs)")
     writer.csv("cells.csv", analysis.cells, "per (method, task) statistics behind the table")
+    return table
 
+
+def _write_aggregates(writer: _Writer, analysis: Analysis, matrices: aggregate.ScoreMatrices, seed: int,
+                      reps: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
+    """rliable's aggregates, BAQ's probability of improvement and the performance profiles, written."""
     aggregates = aggregate.interval_estimates(matrices.matrices, seed, reps)
     writer.csv("aggregates.csv", aggregates, "IQM, mean, median, optimality gap with 95% intervals")
     algorithm_of = dict(zip(analysis.cells["method"], analysis.cells["algorithm"], strict=False))
@@ -125,54 +161,35 @@ def report(source: str | None, *, tracking_uri: str | None, out_dir: Path, seed:
                                  "algorithm in the aggregates")
     writer.csv("probability_of_improvement.csv", poi, "P(BAQ > other) with 95% intervals")
     taus = np.linspace(0.0, _score_upper(analysis.finals), 101)
-    profiles = {p: aggregate.performance_profiles(matrices.matrices[p], taus, seed, reps)
-                for p in aggregate.PHASES}
+    profiles = {p: aggregate.performance_profiles(matrices.matrices[p], taus, seed, reps) for p in aggregate.PHASES}
     writer.csv("performance_profiles.csv",
                pd.concat([f.assign(phase=p) for p, f in profiles.items()], ignore_index=True),
                "score distributions with 95% bands")
-    used_runs = runs.loc[runs["used"], ["run_id", "method", "offline_steps"]]
-    dips = switch.switch_dips(loaded.scores, runs.loc[runs["used"]])
-    writer.csv("switch.csv", dips, "per run: end of offline, lowest eval right after the switch, drop, "
-               "recovery time")
-    writer.csv("switch_summary.csv", switch.switch_summary(dips),
-               "per (method, task): mean drop after the switch over seeds, worst drop, runs recovered")
-    colors = method_colors(analysis.methods)
-    variant_lines = variants.write_outputs(writer, analysis, aggregates, matrices, dips, colors, seed=seed,
-                                           reps=reps)
-    curves_input = loaded.scores.merge(used_runs, on="run_id")
-    switch_of_method = used_runs.groupby("method")["offline_steps"].max().to_dict()
-    known = len(matrices.warnings)
-    curves = aggregate.iqm_curves(curves_input, matrices, seed, reps, switch_of_method)
-    analysis.warnings.extend(matrices.warnings[known:])  # the curve's own warnings, for the README
-    writer.csv("iqm_curve.csv", curves, "IQM vs step with 95% intervals")
+    return aggregates, poi, profiles
 
-    with figure_style():
-        if not curves_input.empty:
-            switches = {d: sorted(set(g["offline_steps"])) for d, g in curves_input.groupby("dataset")}
-            writer.figure("learning_curves", figures.learning_curves(
-                curves_input, analysis.methods, analysis.datasets, colors, switches),
-                "per-task learning curves (mean and 95% t-interval over seeds; dashed: offline→online)")
-        if not curves.empty:
-            writer.figure("iqm_curve", figures.iqm_curve(
-                curves, analysis.methods, colors, sorted(set(switch_of_method.values()))),
-                "aggregate IQM vs step with 95% stratified-bootstrap band")
-        if not aggregates.empty:
-            writer.figure("interval_estimates",
-                          figures.interval_estimates(aggregates, analysis.methods, colors),
-                          "IQM, mean, median, optimality gap with 95% intervals")
-            writer.figure("performance_profiles", figures.performance_profiles(
-                profiles, analysis.methods, colors), "performance profiles (score distributions)")
-        if not poi.empty:
-            writer.figure("probability_of_improvement", figures.improvement_probabilities(poi, colors),
-                          "probability of improvement of BAQ over each other method")
 
-    fresh = set(writer.described) | {"README.md", "manifest.json"}
-    _remove_stale(folder, fresh)
-    writer.text("README.md", readme_text(analysis, table, runs, writer.described, seed=seed, reps=reps,
-                                         source=found.described, extra=variant_lines), "this file")
-    writer.text("manifest.json", json.dumps({"experiment": source, "seed": int(seed), "reps": int(reps),
-                                             "files": sorted(fresh)}, indent=2) + "\n", "list of files")
-    return folder
+def _curve_figures(writer: _Writer, analysis: Analysis, colors: dict, curves_input: pd.DataFrame,
+                   curves: pd.DataFrame, switch_steps: list[int]) -> None:
+    if not curves_input.empty:
+        switches = {d: sorted(set(g["offline_steps"])) for d, g in curves_input.groupby("dataset")}
+        writer.figure("learning_curves", figures.learning_curves(
+            curves_input, analysis.methods, analysis.datasets, colors, switches),
+            "per-task learning curves (mean and 95% t-interval over seeds; dashed: offline→online)")
+    if not curves.empty:
+        writer.figure("iqm_curve", figures.iqm_curve(curves, analysis.methods, colors, switch_steps),
+                      "aggregate IQM vs step with 95% stratified-bootstrap band")
+
+
+def _aggregate_figures(writer: _Writer, analysis: Analysis, colors: dict, aggregates: pd.DataFrame,
+                       profiles: dict[str, pd.DataFrame], poi: pd.DataFrame) -> None:
+    if not aggregates.empty:
+        writer.figure("interval_estimates", figures.interval_estimates(aggregates, analysis.methods, colors),
+                      "IQM, mean, median, optimality gap with 95% intervals")
+        writer.figure("performance_profiles", figures.performance_profiles(profiles, analysis.methods, colors),
+                      "performance profiles (score distributions)")
+    if not poi.empty:
+        writer.figure("probability_of_improvement", figures.improvement_probabilities(poi, colors),
+                      "probability of improvement of BAQ over each other method")
 
 
 # Matrices whose table is the BAQ paper's (local_table is the same 9 tasks on locally built datasets): their

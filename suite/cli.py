@@ -235,7 +235,12 @@ ONLY_HELP = ("only the cells with this algo, dataset or seed (comma-separated al
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="baq", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    for add_commands in (_add_train, _add_matrix_commands, _add_result_commands, _add_data_commands):
+        add_commands(sub)
+    return p
 
+
+def _add_train(sub: Any) -> None:
     t = sub.add_parser("train", help="train one algorithm offline then online, tracked in MLflow")
     t.add_argument("--algo", default="iql", help="algorithm name (see `baq algos`)")
     t.add_argument("--dataset", default="local:halfcheetah-medium",
@@ -264,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", default=None, help="checkpoint directory; an existing checkpoint is resumed")
     t.set_defaults(func=_cmd_train)
 
+
+def _add_matrix_commands(sub: Any) -> None:
     r = sub.add_parser("run", help="run an experiment matrix (algorithms x datasets x seeds x overrides)")
     r.add_argument("file", help="matrix file, e.g. experiments/quickstart.toml")
     r.add_argument("--workers", type=int, default=None, help="parallel processes (default: cores)")
@@ -287,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri", default=None)
     s.set_defaults(func=_cmd_status)
 
+
+def _add_result_commands(sub: Any) -> None:
     rep = sub.add_parser("report", help="score table, rliable aggregates and figures into results/<name>/")
     rep.add_argument("source", help="matrix file, bundle folder (results/<name>/runs) or MLflow experiment name")
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed (same seed -> identical intervals)")
@@ -310,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--tracking-uri", default=None)
     im.set_defaults(func=_cmd_import)
 
+
+def _add_data_commands(sub: Any) -> None:
     d = sub.add_parser("datasets", help="build, list and inspect datasets")
     dsub = d.add_subparsers(dest="action", required=True)
     b = dsub.add_parser("build", help="build a local D4RL-protocol dataset from the behaviour files")
@@ -335,7 +346,6 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("algos", help="list algorithms and their default configs")
     a.add_argument("name", nargs="?")
     a.set_defaults(func=_cmd_algos)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,7 +82,7 @@ class BehaviorResult:
 
 def numpy_policy(arrays: dict[str, np.ndarray], rng: np.random.Generator | None) -> Callable[[np.ndarray], Any]:
     """One observation -> one action of a policy file's arrays: stochastic with `rng`, else tanh(mean)."""
-    from suite.data.local import TanhGaussianPolicy
+    from suite.data.rollouts import TanhGaussianPolicy
 
     policy = TanhGaussianPolicy(arrays)
 

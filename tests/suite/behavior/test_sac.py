@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from suite.behavior.sac import SAC, SACBatch, SACConfig
-from suite.data.local import TanhGaussianPolicy
+from suite.data.rollouts import TanhGaussianPolicy
 from suite.errors import UserError
 
 
