@@ -144,5 +144,7 @@ def test_sigterm_inside_a_hanging_tracking_call_ends_the_process(tiny_dataset_id
         proc.kill()
         server.close()
     assert proc.returncode == 130, err
-    assert took < 3, took
+    # At once: well before the call's own 10 s timeout (30 s with MLflow's retries); the margin is for the
+    # process's exit on a loaded machine (3.2 s seen under a full test run beside two trainings).
+    assert took < 8, took
     assert err.strip().splitlines()[-1] == "baq: interrupted"
