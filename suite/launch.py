@@ -18,7 +18,7 @@ import torch
 from suite import stop
 from suite.files import atomic_write_text
 from suite.sync import deliver_before_training
-from suite.tracking import MLflowSink, default_tracking_uri, git_info, package_versions
+from suite.tracking import MLflowSink, default_tracking_uri, git_info, host_info, package_versions
 from suite.train import Progress, TrainConfig, TrainResult, train
 
 RUN_FILE = "run.json"
@@ -30,7 +30,7 @@ def run_tags(cfg: TrainConfig) -> dict[str, str]:
         "baq.offline_steps": str(cfg.offline_steps), "baq.online_steps": str(cfg.online_steps),
         "baq.status": "running",
         "device": cfg.device if cfg.device != "cpu" else f"cpu ({torch.get_num_threads()} thread)",
-        **git_info(), **package_versions(),
+        **git_info(), **host_info(), **package_versions(),
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -310,6 +311,20 @@ def git_info(path: Path | None = None) -> dict[str, str]:
         return {"git.sha": sha, "git.dirty": str(bool(dirty)).lower()}
     except (OSError, subprocess.SubprocessError):
         return {"git.sha": "unknown", "git.dirty": "unknown"}
+
+
+def host_info() -> dict[str, str]:
+    """The processor model: float results of one config and seed are identical only on one kind of CPU
+    (bit-exact runs across kinds are not promised by torch), so a run says which kind made it."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"host.cpu": model or platform.processor() or platform.machine() or "unknown"}
 
 
 def package_versions() -> dict[str, str]:

@@ -360,6 +360,7 @@ def test_threads_per_worker_reach_the_cells(tiny_dataset_id: str, tmp_path: Path
                           **kwargs) == 0
         (run,) = runs_of(uri, name).values()
         assert run[0].data.tags["device"] == f"cpu ({threads} thread)"
+        assert run[0].data.tags["host.cpu"] not in ("", "unknown")
 
 
 def test_only_some_cells_then_the_whole_matrix_skips_them(
