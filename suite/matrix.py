@@ -18,7 +18,7 @@ from typing import Any
 
 from suite.algorithm import apply_overrides
 from suite.errors import UserError
-from suite.matrix_spec import MatrixSpec, read_spec
+from suite.matrix_spec import VARIANT_LOOP_KEYS, MatrixSpec, read_spec
 from suite.train import TrainConfig
 
 HASH_CHARS = 16
@@ -88,9 +88,12 @@ class Matrix(MatrixSpec):
         return cells
 
     def _cell(self, algo: str, params: dict[str, Any], dataset: str, seed: int) -> Cell:
-        cfg = TrainConfig(algo=algo, dataset=dataset, seed=seed, device=self.device, algo_params=dict(params))
+        loop = {key: value for key, value in params.items() if key in VARIANT_LOOP_KEYS}
+        algo_params = {key: value for key, value in params.items() if key not in VARIANT_LOOP_KEYS}
+        cfg = TrainConfig(algo=algo, dataset=dataset, seed=seed, device=self.device, algo_params=algo_params)
         cfg = apply_overrides(cfg, self.budget, where="[budget]")
         try:
+            cfg = apply_overrides(cfg, loop, where=f"{algo}'s variant")
             cfg.validate()
         except UserError as err:
             raise UserError(f"{self.path}: {algo} {_describe(params)}: {err}") from None

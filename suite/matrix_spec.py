@@ -30,6 +30,9 @@ REQUIRED_BUDGET_KEYS = ("offline_steps", "online_steps", "eval_interval", "eval_
 OPTIONAL_BUDGET_KEYS = ("batch_size", "log_interval", "checkpoint_interval", "max_episode_steps", "compile",
                         "mixing_ratio", "retain_offline", "warmup_steps", "critic_layernorm",
                         "eval_at_start")
+# Training-loop keys that a variant ([overrides.<algo>] or a sweep) may set for its algorithm alone, so that one
+# matrix compares e.g. IQL with and without symmetric sampling; every other [budget] key is shared by all cells.
+VARIANT_LOOP_KEYS = ("mixing_ratio", "retain_offline", "warmup_steps", "critic_layernorm")
 DATASET_SOURCES = SOURCES
 # Names double as MLflow experiment names and directory names under results/.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -193,12 +196,15 @@ def parse_spec(text: str, path: Path) -> MatrixSpec:
     overrides = {}
     for algo, table in _table(doc.get("overrides", {}), "overrides", path).items():
         _check_algo_section(algo, "overrides", algorithms, path)
-        overrides[algo] = dict(_table(table, f"overrides.{algo}", path))
+        overrides[algo] = _not_in_budget(dict(_table(table, f"overrides.{algo}", path)), budget,
+                                         f"overrides.{algo}", path)
     sweeps = {}
     for algo, spec in _table(doc.get("sweep", {}), "sweep", path).items():
         _check_algo_section(algo, "sweep", algorithms, path)
         tables = spec if isinstance(spec, list) else [spec]
-        sweeps[algo] = [_sweep_table(t, algo, overrides.get(algo, {}), path) for t in tables]
+        # In an array of tables an empty one is deliberate: the overrides alone (e.g. IQL beside IQL + a key).
+        sweeps[algo] = [_not_in_budget(_sweep_table(t, algo, overrides.get(algo, {}), path, len(tables) > 1),
+                                       budget, f"sweep.{algo}", path) for t in tables]
     return MatrixSpec(name=name, path=path, algorithms=algorithms, datasets=datasets, seeds=seeds, budget=budget,
                       device=device, description=description, overrides=overrides, sweeps=sweeps)
 
@@ -285,10 +291,19 @@ def _check_algo_section(algo: str, section: str, algorithms: list[str], path: Pa
                         f"({', '.join(algorithms)}); add it there or remove the table")
 
 
-def _sweep_table(table: Any, algo: str, overrides: dict[str, Any], path: Path) -> dict[str, list[Any]]:
+def _not_in_budget(table: dict[str, Any], budget: dict[str, Any], where: str, path: Path) -> dict[str, Any]:
+    both = [key for key in table if key in VARIANT_LOOP_KEYS and key in budget]
+    if both:
+        raise UserError(f"{path}: {both[0]!r} is set in [budget] and in [{where}]; keep one")
+    return table
+
+
+def _sweep_table(
+    table: Any, algo: str, overrides: dict[str, Any], path: Path, may_be_empty: bool = False
+) -> dict[str, list[Any]]:
     where = f"sweep.{algo}"
     table = _table(table, where, path)
-    if not table:
+    if not table and not may_be_empty:
         raise UserError(f"{path}: [{where}] is empty; give each swept parameter a list of values")
     out = {}
     for key, values in table.items():

@@ -82,6 +82,12 @@ def test_malformed_toml_names_file_and_line(tmp_path: Path) -> None:
     (base() + BUDGET + "[sweep.iql]\nbogus = [1, 2]\n", "unknown parameter 'bogus' for algorithm 'iql'"),
     (base() + BUDGET + "[overrides.iql]\ntau = 0.1\n[sweep.iql]\ntau = [0.2]\n",
      "'tau' is both in [overrides.iql]"),
+    (base() + BUDGET + "mixing_ratio = 0.5\n[overrides.iql]\nmixing_ratio = 0.25\n",
+     "'mixing_ratio' is set in [budget] and in [overrides.iql]; keep one"),
+    (base() + BUDGET + "warmup_steps = 5\n[[sweep.iql]]\n[[sweep.iql]]\nwarmup_steps = [5]\n",
+     "'warmup_steps' is set in [budget] and in [sweep.iql]; keep one"),
+    (base() + BUDGET + "[sweep.iql]\nmixing_ratio = [1.5]\n",
+     'iql {"mixing_ratio": 1.5}: mixing_ratio must be a number in [0, 1]'),
     (base(datasets='["hopper-medium-v2"]') + BUDGET,
      "must be source:name with source one of d4rl, minari, local"),
     (base(datasets='["gym:hopper"]') + BUDGET,
@@ -158,6 +164,31 @@ def test_array_of_sweep_tables_is_a_union_of_products(tmp_path: Path) -> None:
         {"expectile": 0.6, "temperature": 1.0}, {"expectile": 0.6, "temperature": 2.0},
         {"expectile": 0.6, "temperature": 4.0},
     ]
+
+
+def test_a_variant_may_set_the_fine_tuning_protocol_for_its_algorithm_alone(tmp_path: Path) -> None:
+    """Loop keys (mixing_ratio, ...) in an algorithm's overrides or sweep reach its TrainConfig, not its
+    algorithm config; an empty table in an array of sweep tables is the plain variant, whose cell is the one
+    a matrix without the key would have."""
+    body = (base(algorithms='["iql", "awac"]', seeds="[0, 1]") + BUDGET
+            + "[overrides.awac]\nmixing_ratio = 0.5\ncritic_layernorm = true\n"
+            + "[[sweep.iql]]\n[[sweep.iql]]\nmixing_ratio = [0.5]\nexpectile = [0.8]\n")
+    cells = load_matrix(write(tmp_path, body)).cells()
+    assert [(c.algo, c.seed, c.overrides) for c in cells] == [
+        ("iql", 0, {}), ("iql", 1, {}),
+        ("iql", 0, {"mixing_ratio": 0.5, "expectile": 0.8}), ("iql", 1, {"mixing_ratio": 0.5, "expectile": 0.8}),
+        ("awac", 0, {"mixing_ratio": 0.5, "critic_layernorm": True}),
+        ("awac", 1, {"mixing_ratio": 0.5, "critic_layernorm": True}),
+    ]
+    plain, mixed, awac = cells[0].config, cells[2].config, cells[4].config
+    assert plain.mixing_ratio is None and plain.algo_params == {}
+    assert mixed.mixing_ratio == 0.5 and mixed.algo_params == {"expectile": 0.8}
+    assert awac.mixing_ratio == 0.5 and awac.critic_layernorm is True and awac.algo_params == {}
+    without = load_matrix(write(tmp_path, base(seeds="[0, 1]") + BUDGET, "plain.toml")).cells()
+    assert [c.hash for c in without] == [c.hash for c in cells[:2]]
+    in_budget = load_matrix(write(tmp_path, base() + BUDGET + "mixing_ratio = 0.5\n"
+                                  "[overrides.iql]\nexpectile = 0.8\n", "budget.toml")).cells()[0]
+    assert in_budget.hash == cells[2].hash  # the same config, whichever table says it
 
 
 def test_algorithms_without_a_sweep_run_once_with_their_overrides(tmp_path: Path) -> None:
@@ -269,8 +300,18 @@ def test_shipped_experiments_validate() -> None:
     assert {c.overrides.get("schedule") for c in small.cells() if c.algo == "baq"} >= {
         "constant", "linear", "exponential", "cosine", "step", "adaptive"}
     assert shipped == {"quickstart.toml", "paper_table.toml", "local_table.toml", "ablation_schedule.toml",
-                       "switch.toml", "baselines.toml", "data_quality.toml", "ablation_small.toml"}, \
-        f"a shipped matrix file has no check here: {sorted(shipped)}"
+                       "switch.toml", "baselines.toml", "data_quality.toml", "ablation_small.toml",
+                       "fine_tuning_small.toml"}, f"a shipped matrix file has no check here: {sorted(shipped)}"
+
+
+def test_fine_tuning_small_puts_symmetric_sampling_beside_plain_iql() -> None:
+    if "rebrac" not in algorithm_names():
+        pytest.skip("rebrac is not registered in this checkout")
+    cells = load_matrix(EXPERIMENTS / "fine_tuning_small.toml").cells()
+    assert [(c.algo, c.seed, c.config.mixing_ratio) for c in cells] == [
+        ("iql", 0, None), ("iql", 1, None), ("iql", 0, 0.5), ("iql", 1, 0.5), ("rebrac", 0, 0.5), ("rebrac", 1, 0.5)]
+    assert {(c.config.offline_steps, c.config.online_steps) for c in cells} == {(50_000, 25_000)}
+    assert all(c.config.algo_config().bc_decay_steps == 25_000 for c in cells if c.algo == "rebrac")
 
 
 # --- restricting a matrix (`--only`) ----------------------------------------------------------------------
