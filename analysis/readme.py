@@ -32,6 +32,17 @@ def _git_lines(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _cpu_lines(runs: pd.DataFrame) -> list[str]:
+    """The processor models the runs name (their `host.cpu` tag): one config and seed gives bit-identical
+    numbers on one kind of CPU only, so a comparison across kinds differs by more than the algorithms."""
+    models = runs["host_cpu"].fillna("").astype(str).replace("", "(not recorded)")
+    lines = [f"  - {model}: {count} run(s)" for model, count in sorted(models.value_counts().items())]
+    if len(lines) > 1:
+        lines.append("  - Runs come from more than one kind of CPU (or do not say which): the same config and "
+                     "seed agrees across kinds only to rounding, and then drifts.")
+    return lines
+
+
 def readme_text(analysis: Analysis, table: ScoreTable, runs: pd.DataFrame, described: dict[str, str], *,
                 seed: int, reps: int, source: str, extra: list[str] | tuple[str, ...] = ()) -> str:
     """The README; `extra` lines (Markdown list items) close its Reproducibility section."""
@@ -47,6 +58,7 @@ def readme_text(analysis: Analysis, table: ScoreTable, runs: pd.DataFrame, descr
         "stratified bootstrap (percentile method). The same runs, seed and reps give identical numbers.",
         "- Scores are D4RL normalized scores (0 = random, 100 = expert); optimality gap threshold = 100.",
         "- Git commits of the runs:", *_git_lines(runs),
+        "- CPU models of the runs:", *_cpu_lines(runs),
     ]
     if analysis.common_overrides:
         common = ", ".join(f"`{k}={format_value(v)}`" for k, v in sorted(analysis.common_overrides.items()))

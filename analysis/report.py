@@ -25,7 +25,7 @@ from suite.matrix_spec import read_spec
 
 RUN_CSV_COLUMNS = ["run_id", "method", "algorithm", "dataset", "seed", "status", "used", "in_aggregates",
                    "note", "offline_steps", "n_evals", "offline", "online", "overrides", "git_sha",
-                   "git_dirty", "error"]
+                   "git_dirty", "host_cpu", "error"]
 
 
 def redact_uri(uri: str | None) -> str:

@@ -18,7 +18,7 @@ RETURN_KEY = "eval/return"
 # Keys of an override that say which cell a run is, not which variant of an algorithm: never a sweep axis.
 CELL_KEYS = {"algo", "dataset", "seed"}
 RUN_COLUMNS = ["run_id", "algorithm", "dataset", "seed", "status", "offline_steps", "overrides", "git_sha",
-               "git_dirty", "error", "n_evals", "start_time"]
+               "git_dirty", "host_cpu", "error", "n_evals", "start_time"]
 SCORE_COLUMNS = ["run_id", "algorithm", "dataset", "seed", "step", "phase", "return", "normalized_score"]
 
 
@@ -106,7 +106,8 @@ def runs_from_records(experiment: str, records: list[RunRecord]) -> LoadedRuns:
                           "offline_steps": offline_steps,
                           "overrides": json.dumps(overrides, sort_keys=True),
                           "git_sha": tags.get("git.sha", ""),
-                          "git_dirty": tags.get("git.dirty", ""), "error": tags.get("baq.error", ""),
+                          "git_dirty": tags.get("git.dirty", ""), "host_cpu": tags.get("host.cpu", ""),
+                          "error": tags.get("baq.error", ""),
                           "n_evals": int(history["normalized_score"].notna().sum()),
                           "start_time": record.start_time}, overrides))
     if not run_rows:
