@@ -56,7 +56,9 @@ def readme_text(analysis: Analysis, table: ScoreTable, runs: pd.DataFrame, descr
         "## Reproducibility", "",
         f"- Bootstrap seed: `{seed}`; bootstrap replications: `{reps}`. 95% intervals are rliable's "
         "stratified bootstrap (percentile method). The same runs, seed and reps give identical numbers.",
-        "- Scores are D4RL normalized scores (0 = random, 100 = expert); optimality gap threshold = 100.",
+        "- Scores are normalized scores (0 = random, 100 = expert) with D4RL's reference returns, or for a task "
+        "D4RL lacks the behaviour files' own (the runs' `dataset.reference_scores` tag); optimality gap "
+        "threshold = 100.",
         "- Git commits of the runs:", *_git_lines(runs),
         "- CPU models of the runs:", *_cpu_lines(runs),
     ]

@@ -153,9 +153,10 @@ def score_table(analysis: Analysis) -> ScoreTable:
 def _markdown(analysis: Analysis, rows: list[list[str]], notes: list[str]) -> str:
     header = ["Task", *analysis.methods]
     lines = [f"# Normalized scores — {analysis.experiment}", "",
-             "Mean ± standard deviation over seeds of the D4RL normalized score (0 = random, 100 = expert): "
-             "end of offline training → end of online fine-tuning. Best per row in bold. Total = sum over "
-             "tasks of the per-task means.", "",
+             "Mean ± standard deviation over seeds of the normalized score (0 = random, 100 = expert; D4RL's "
+             "reference returns, or for a task D4RL lacks the behaviour files' own, as the dataset's provenance "
+             "says): end of offline training → end of online fine-tuning. Best per row in bold. Total = sum "
+             "over tasks of the per-task means.", "",
              "| " + " | ".join(header) + " |",
              "|" + "|".join([":---"] + [":---:"] * len(analysis.methods)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
