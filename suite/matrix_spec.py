@@ -27,12 +27,11 @@ from suite.errors import UserError
 TOP_LEVEL_KEYS = ("name", "description", "algorithms", "datasets", "seeds", "device", "budget", "overrides",
                   "sweep")
 REQUIRED_BUDGET_KEYS = ("offline_steps", "online_steps", "eval_interval", "eval_episodes", "utd")
-OPTIONAL_BUDGET_KEYS = ("batch_size", "log_interval", "checkpoint_interval", "max_episode_steps", "compile",
-                        "mixing_ratio", "retain_offline", "warmup_steps", "critic_layernorm",
-                        "eval_at_start")
 # Training-loop keys that a variant ([overrides.<algo>] or a sweep) may set for its algorithm alone, so that one
 # matrix compares e.g. IQL with and without symmetric sampling; every other [budget] key is shared by all cells.
 VARIANT_LOOP_KEYS = ("mixing_ratio", "retain_offline", "warmup_steps", "critic_layernorm")
+OPTIONAL_BUDGET_KEYS = ("batch_size", "log_interval", "checkpoint_interval", "max_episode_steps", "compile",
+                        *VARIANT_LOOP_KEYS, "eval_at_start")
 DATASET_SOURCES = SOURCES
 # Names double as MLflow experiment names and directory names under results/.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
