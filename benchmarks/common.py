@@ -1,7 +1,9 @@
 """What every benchmark shares: the process set-up, the synthetic data, our configured update, timing and
-tables. Every rate is measured on one thread with batch 256, 2×256 MLPs, 17-dim observations and 6-dim
-actions (HalfCheetah's and Walker2d's shapes) on a synthetic 100k-transition buffer; one timed update is
-`algo.update(buffer.sample(256, generator))`, sampling included as in `suite.train`."""
+tables. Every rate is measured on one thread with 17-dim observations and 6-dim actions (HalfCheetah's and
+Walker2d's shapes) on a synthetic 100k-transition buffer; one timed update is
+`algo.update(buffer.sample(batch, generator))`, sampling included as in `suite.train`. The algorithms compared
+with d3rlpy (ALGOS) run batch 256 and 2×256 MLPs; Cal-QL and ReBRAC, which have no peer here, run their own
+defaults (3×256 networks; ReBRAC's batch 1024), so their rates are what a training run of theirs costs."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ OBS_DIM, ACT_DIM, BATCH = 17, 6, 256
 N_TRANSITIONS = 100_000
 EPISODE_STEPS = 1_000  # D4RL's episode length; sets where d3rlpy's episodes (and our s' rows) end
 ALGOS = ("iql", "cql", "awac", "baq")
+OWN_DEFAULTS = ("calql", "rebrac")  # timed on their own networks and batch size (no d3rlpy peer here)
 HIDDEN = [256, 256]
 # The benchmarked configs: each algorithm's defaults with 2×256 networks (CQL's and AWAC's CORL defaults are
 # 3×256). d3rlpy's configs are derived from these objects, so both sides train the identical config.
@@ -37,10 +40,11 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "cql": {"hidden": HIDDEN},
     "awac": {"hidden": HIDDEN},
     "baq": {"base": "iql", "base_params": {"hidden": HIDDEN}, "behavior_hidden": HIDDEN},
+    **{name: {} for name in OWN_DEFAULTS},
 }
 # One CQL update costs ~14× an IQL update (31·B critic rows: the dataset action and 3·10 proposals per state),
 # so CQL times this fraction of --updates and --warmup per repeat; the table's `updates` column says how many.
-UPDATE_SCALE = {"cql": 0.1}
+UPDATE_SCALE = {"cql": 0.1, "calql": 0.1}
 
 
 def training_process() -> None:
@@ -85,16 +89,39 @@ def our_config(name: str) -> Any:
     return make_config(name, OVERRIDES[name])
 
 
-def our_stepper(name: str, data: Transitions, seed: int = 0, compile: bool = False, batch: int = BATCH,
+def benchmark_batch(name: str) -> int:
+    """The minibatch size `name` is timed with: the algorithm's own for OWN_DEFAULTS, else BATCH."""
+    return get_algorithm(name).batch_size if name in OWN_DEFAULTS else BATCH
+
+
+def update_period(name: str) -> int:
+    """Updates after which `name`'s updates repeat in kind: ReBRAC's `policy_freq` (its actor and targets step
+    on every such update), 1 for the others. Per-update counts (FLOPs, ops) average over one period."""
+    return int(getattr(our_config(name), "policy_freq", 1))
+
+
+def synthetic_extras(data: Transitions, fields: tuple[str, ...], seed: int = 0) -> dict[str, np.ndarray]:
+    """Values for the optional batch fields an algorithm reads: a return-to-go per row (Cal-QL) and the
+    dataset's next action (ReBRAC), the next row's action as s' is the next row's state."""
+    rng = np.random.default_rng(seed)
+    values = {"rtg": rng.standard_normal(len(data.obs), dtype=np.float32),
+              "next_act": np.roll(data.act, -1, axis=0)}
+    return {field: values[field] for field in fields}
+
+
+def our_stepper(name: str, data: Transitions, seed: int = 0, compile: bool = False, batch: int | None = None,
                 device: str = "cpu") -> Callable[[], Any]:
-    """One call = one update of our algorithm `name` on a fresh minibatch; on a GPU the call waits for the
-    device, so that timing it times the work."""
+    """One call = one update of our algorithm `name` on a fresh minibatch (`batch` rows, default
+    `benchmark_batch(name)`); on a GPU the call waits for the device, so that timing it times the work."""
     torch.manual_seed(seed)
+    batch = benchmark_batch(name) if batch is None else batch
     algo: Algorithm = get_algorithm(name)(our_config(name), data.obs.shape[1], data.act.shape[1], device)
     if compile:
         algo.compile()  # the first (warm-up) calls pay the compilation
-    buffer = ReplayBuffer(len(data.obs), data.obs.shape[1], data.act.shape[1], torch.device(device))
-    buffer.add_batch(data.obs, data.act, data.rew, data.next_obs, data.terminals)
+    buffer = ReplayBuffer(len(data.obs), data.obs.shape[1], data.act.shape[1], torch.device(device),
+                          extras=algo.batch_fields)
+    buffer.add_batch(data.obs, data.act, data.rew, data.next_obs, data.terminals,
+                     **synthetic_extras(data, algo.batch_fields, seed))
     gen = torch.Generator(device=device).manual_seed(seed)
     sync = device_sync(device)
 

@@ -36,10 +36,13 @@ class MatmulRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def update_matmuls(step: Callable[[], Any]) -> list[Gemm]:
-    """The matmuls of one call of `step` (one update), in the order they ran."""
+def update_matmuls(step: Callable[[], Any], calls: int = 1) -> list[Gemm]:
+    """The matmuls of `calls` consecutive calls of `step` (updates), in the order they ran. Updates that
+    differ in kind (ReBRAC steps its actor on every `policy_freq`-th one) need one whole period: see
+    `benchmarks.common.update_period`."""
     with MatmulRecorder() as recorder:
-        step()
+        for _ in range(calls):
+            step()
     return recorder.gemms
 
 

@@ -4,6 +4,8 @@ training loop's end-to-end overhead (method and results: docs/performance.md).
     python -m benchmarks.throughput [--repeats 5] [--updates 300] [--warmup 50] [--algos iql,cql,awac,baq]
                                     [--no-d3rlpy] [--no-e2e] [--json out.json]
 
+`--algos` also takes calql and rebrac: timed on their own defaults, without a d3rlpy peer (benchmarks.common).
+
 Rates are medians over repeats (ours and d3rlpy's interleaved, so load changes hit both), after warm-up, by
 wall clock and by process CPU time; on a shared machine only the CPU-time rate is stable.
 """
@@ -21,7 +23,9 @@ import torch
 from benchmarks.common import (
     ALGOS,
     N_TRANSITIONS,
+    OWN_DEFAULTS,
     UPDATE_SCALE,
+    benchmark_batch,
     markdown_table,
     measure,
     our_config,
@@ -29,6 +33,7 @@ from benchmarks.common import (
     run_cli,
     synthetic_transitions,
     training_process,
+    update_period,
     write_json,
 )
 from benchmarks.e2e import E2EConfig, e2e_report, end_to_end
@@ -38,8 +43,8 @@ from benchmarks.vectorized import vectorize_table
 from suite.algorithm import get_algorithm
 from suite.errors import UserError
 
-ROW_KEYS = ("algorithm", "updates", "ours_upd_s", "ours_upd_cpu_s", "d3rlpy_upd_s", "d3rlpy_upd_cpu_s", "ratio",
-            "ratio_cpu", "d3rlpy_update_only_upd_cpu_s", "mflop_per_update", "achieved_gflop_s",
+ROW_KEYS = ("algorithm", "updates", "batch", "ours_upd_s", "ours_upd_cpu_s", "d3rlpy_upd_s", "d3rlpy_upd_cpu_s",
+            "ratio", "ratio_cpu", "d3rlpy_update_only_upd_cpu_s", "mflop_per_update", "achieved_gflop_s",
             "roofline_gflop_s", "roofline_fraction")
 
 
@@ -55,7 +60,7 @@ def throughput_table(algos: list[str], updates: int = 300, warmup: int = 50, rep
     for name in algos:
         steppers = {"ours": our_stepper(name, data, device=device)}
         on_cpu = device == "cpu"
-        if with_d3rlpy and name != "baq" and on_cpu:
+        if with_d3rlpy and name not in ("baq", *OWN_DEFAULTS) and on_cpu:
             steppers.update(d3rlpy_steppers(name, data))
         if with_compile:
             steppers["ours_compiled"] = our_stepper(name, data, compile=True)
@@ -67,12 +72,14 @@ def throughput_table(algos: list[str], updates: int = 300, warmup: int = 50, rep
         ours, peer = rates["ours"], rates.get("d3rlpy")
         rows.append({
             "algorithm": name + (" (ours)" if name == "baq" else ""), "updates": n_updates,
+            "batch": benchmark_batch(name),
             "ours_upd_s": ours["wall"], "ours_upd_cpu_s": ours["cpu"],
             "d3rlpy_upd_s": peer["wall"] if peer else None, "d3rlpy_upd_cpu_s": peer["cpu"] if peer else None,
             "ratio": ours["wall"] / peer["wall"] if peer else None,
             "ratio_cpu": ours["cpu"] / peer["cpu"] if peer else None,
             "d3rlpy_update_only_upd_cpu_s": rates["d3rlpy_update_only"]["cpu"] if peer else None,
-            **(_roofline_fields(steppers["ours"], ours["cpu"], gemm_cache, repeats) if on_cpu else {}),
+            **(_roofline_fields(steppers["ours"], update_period(name), ours["cpu"], gemm_cache, repeats)
+               if on_cpu else {}),
             "compiled_upd_s": rates["ours_compiled"]["wall"] if with_compile else None,
             "compiled_ratio": rates["ours_compiled"]["wall"] / ours["wall"] if with_compile else None,
             "repeats": rates,
@@ -80,11 +87,14 @@ def throughput_table(algos: list[str], updates: int = 300, warmup: int = 50, rep
     return rows
 
 
-def _roofline_fields(step: Any, updates_per_cpu_s: float, cache: dict, repeats: int) -> dict[str, float]:
-    """FLOPs of one update (its matmuls recorded from a real call), the GFLOP/s achieved, the roofline's."""
-    roof = roofline(update_matmuls(step), cache, repeats)
-    achieved = roof["flops"] * updates_per_cpu_s / 1e9
-    return {"mflop_per_update": roof["flops"] / 1e6, "achieved_gflop_s": achieved,
+def _roofline_fields(step: Any, period: int, updates_per_cpu_s: float, cache: dict, repeats: int
+                     ) -> dict[str, float]:
+    """FLOPs of one update (its matmuls recorded from `period` real calls, averaged), the GFLOP/s achieved,
+    the roofline's (FLOPs over the summed matmul time, the same for one call or a period)."""
+    roof = roofline(update_matmuls(step, period), cache, repeats)
+    flops = roof["flops"] / period
+    achieved = flops * updates_per_cpu_s / 1e9
+    return {"mflop_per_update": flops / 1e6, "achieved_gflop_s": achieved,
             "roofline_gflop_s": roof["gflop_s"], "roofline_fraction": achieved / roof["gflop_s"]}
 
 

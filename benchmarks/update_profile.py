@@ -55,15 +55,17 @@ class _OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def dispatched_ops(step: Callable[[], Any]) -> int:
-    """ATen ops one call of `step` dispatches: each costs a fixed dispatcher/autograd/Python overhead."""
+def dispatched_ops(step: Callable[[], Any], calls: int = 1) -> float:
+    """ATen ops one call of `step` dispatches, averaged over `calls` calls: each op costs a fixed
+    dispatcher/autograd/Python overhead."""
     with _OpCounter() as counter:
-        step()
-    return counter.count
+        for _ in range(calls):
+            step()
+    return counter.count / calls
 
 
 def profile_row(name: str, batch: int, data: common.Transitions, updates: int, cache: dict) -> dict[str, Any]:
-    step = common.our_stepper(name, data, batch=batch)
+    step, period = common.our_stepper(name, data, batch=batch), common.update_period(name)
     for _ in range(max(1, updates // 2)):  # warm-up
         step()
     timed, profiled = [], []
@@ -71,11 +73,11 @@ def profile_row(name: str, batch: int, data: common.Transitions, updates: int, c
         timed.append(1.0 / common.time_calls(step, updates)[1])  # CPU seconds per call
         profiled.append(matmul_seconds_in_situ(step, updates))
     update, in_situ = statistics.median(timed), statistics.median(profiled)
-    isolated = roofline(update_matmuls(step), cache)["matmul_seconds"]
+    isolated = roofline(update_matmuls(step, period), cache)["matmul_seconds"] / period
     return {"algorithm": name, "batch": batch, "update_ms": 1e3 * update, "matmul_in_situ_ms": 1e3 * in_situ,
             "rest_ms": 1e3 * (update - in_situ), "matmul_isolated_ms": 1e3 * isolated,
             "roofline_fraction": isolated / update, "ceiling": isolated / in_situ,
-            "ops_per_update": dispatched_ops(step)}
+            "ops_per_update": dispatched_ops(step, period)}
 
 
 def profile_table(algos: list[str], batches: list[int], updates: int = 100,

@@ -8,13 +8,14 @@ from typing import Any
 import torch
 
 from benchmarks.common import (
-    BATCH,
     N_TRANSITIONS,
     UPDATE_SCALE,
     Transitions,
+    benchmark_batch,
     device_sync,
     measure,
     our_config,
+    synthetic_extras,
     synthetic_transitions,
 )
 from suite.algorithm import Algorithm, get_algorithm
@@ -31,20 +32,21 @@ def vectorized_steppers(name: str, data: Transitions, seeds: int, device: str = 
         torch.manual_seed(seed)
         return get_algorithm(name)(our_config(name), data.obs.shape[1], data.act.shape[1], device)
 
-    buffer = ReplayBuffer(len(data.obs), data.obs.shape[1], data.act.shape[1], torch.device(device))
-    buffer.add_batch(data.obs, data.act, data.rew, data.next_obs, data.terminals)
-    gen = torch.Generator(device=device).manual_seed(0)
     separate = [build(s) for s in range(seeds)]
+    fields, batch = separate[0].batch_fields, benchmark_batch(name)
+    buffer = ReplayBuffer(len(data.obs), data.obs.shape[1], data.act.shape[1], torch.device(device), extras=fields)
+    buffer.add_batch(data.obs, data.act, data.rew, data.next_obs, data.terminals, **synthetic_extras(data, fields))
+    gen = torch.Generator(device=device).manual_seed(0)
     vectorized = SeedVectorizedStep([build(s) for s in range(seeds)])
     sync = device_sync(device)
 
     def one_by_one() -> None:
         for algo in separate:
-            algo.update(buffer.sample(BATCH, gen))
+            algo.update(buffer.sample(batch, gen))
         sync()
 
     def batched() -> None:
-        vectorized.step([buffer.sample(BATCH, gen) for _ in range(seeds)])
+        vectorized.step([buffer.sample(batch, gen) for _ in range(seeds)])
         sync()
 
     return {"separate": one_by_one, "vectorized": batched}

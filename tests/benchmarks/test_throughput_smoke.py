@@ -54,17 +54,35 @@ def test_cql_scores_every_proposal_with_the_twin_critic(tp) -> None:
     assert (2, (1 + 3 * 10) * 256, 17 + 6, 256) in gemms
 
 
-@pytest.mark.parametrize("name", ["iql", "cql", "awac", "baq"])
+@pytest.mark.parametrize("name", ["iql", "cql", "awac", "baq", "calql", "rebrac"])
 def test_recorded_matmuls_are_torchs_flop_count(tp, name) -> None:
     # torch's FLOP counter counts the same update independently (forward and backward).
     from torch.utils.flop_counter import FlopCounterMode
 
-    step = tp.our_stepper(name, tp.synthetic_transitions(2_000))
+    step, period = tp.our_stepper(name, tp.synthetic_transitions(2_000)), tp.update_period(name)
     step()
-    gemms = tp.update_matmuls(step)
+    gemms = tp.update_matmuls(step, period)
     with FlopCounterMode(display=False) as counter:
-        step()
+        for _ in range(period):
+            step()
     assert counter.get_total_flops() == tp.update_flops(gemms) > 0
+
+
+def test_calql_and_rebrac_are_timed_on_their_own_defaults(tp) -> None:
+    data = tp.synthetic_transitions(2_000)
+    # ReBRAC: batch 1024, 3×256 networks (a 256→256 layer in the twin critic and in the actor); its critic
+    # target reads the dataset's next action, the next row's action as s' is the next row's state.
+    assert tp.update_period("rebrac") == 2 and tp.update_period("iql") == 1  # its actor steps every 2nd update
+    gemms = set(tp.update_matmuls(tp.our_stepper("rebrac", data), calls=2))
+    assert {(2, 1024, 17 + 6, 256), (2, 1024, 256, 256), (1, 1024, 17, 256), (1, 1024, 256, 256)} <= gemms
+    assert {rows for _, rows, _, _ in gemms if rows not in (6, 23, 256)} == {1024}
+    assert tp.synthetic_extras(data, ("next_act",))["next_act"][:-1].tolist() == data.act[1:].tolist()
+    # Cal-QL: CQL's twin critic scoring the dataset action and 3 × 10 proposals per state, batch 256.
+    assert (2, 31 * 256, 17 + 6, 256) in tp.update_matmuls(tp.our_stepper("calql", data))
+    assert tp.synthetic_extras(data, ("rtg",))["rtg"].shape == (2_000,)
+    (row,) = tp.throughput_table(["rebrac"], updates=2, warmup=1, repeats=1, n_transitions=2_000)
+    assert (row["algorithm"], row["batch"], row["d3rlpy_upd_s"], row["ratio"]) == ("rebrac", 1024, None, None)
+    assert row["ours_upd_cpu_s"] > 0
 
 
 def test_unknown_algorithm_is_a_user_error(tp) -> None:
@@ -105,7 +123,7 @@ def test_table_without_d3rlpy_has_the_expected_columns(tp) -> None:
         assert row["roofline_fraction"] == pytest.approx(row["achieved_gflop_s"] / row["roofline_gflop_s"])
     table = tp.markdown_table(rows, tp.ROW_KEYS).splitlines()
     assert table[0] == "| " + " | ".join(tp.ROW_KEYS) + " |"
-    assert len(table) == 2 + len(rows) and table[-1].startswith("| baq (ours) | 2 |")
+    assert len(table) == 2 + len(rows) and table[-1].startswith("| baq (ours) | 2 | 256 |")
 
 
 def test_d3rlpy_row_uses_the_identical_config(tp) -> None:
