@@ -13,8 +13,8 @@ from analysis.runs import LoadedRuns, flatten_overrides, override_column
 from suite.matrix_spec import ExpectedCells
 from suite.states import FAILED, FINISHED, INTERRUPTED, RUNNING
 
-DISPLAY_NAMES = {"baq": "BAQ", "iql": "IQL", "cql": "CQL", "awac": "AWAC"}
-ALGORITHM_ORDER = ["baq", "iql", "cql", "awac"]
+DISPLAY_NAMES = {"baq": "BAQ", "iql": "IQL", "cql": "CQL", "awac": "AWAC", "calql": "Cal-QL", "rebrac": "ReBRAC"}
+ALGORITHM_ORDER = ["baq", "iql", "cql", "awac", "calql", "rebrac"]
 
 
 @dataclass
