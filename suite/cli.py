@@ -228,8 +228,8 @@ def _uri(uri: str | None) -> str:
     return uri or default_tracking_uri()
 
 
-ONLY_HELP = ("only the cells with this algo, dataset or seed (comma-separated alternatives; repeat for "
-             "several keys), e.g. --only algo=cql --only seed=0,1")
+ONLY_HELP = ("only the cells with this algo, dataset, seed or cell hash prefix (comma-separated alternatives; "
+             "repeat for several keys), e.g. --only algo=cql --only seed=0,1, or --only cell=319df94b")
 
 
 def build_parser() -> argparse.ArgumentParser:

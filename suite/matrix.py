@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from suite.algorithm import apply_overrides
 from suite.errors import UserError
@@ -54,6 +54,9 @@ class Matrix(MatrixSpec):
     """A matrix spec with its cells: one validated `TrainConfig` per algorithm variant × dataset × seed.
     `restrict` (the spec's) gives a Matrix again, whose cells are expanded anew."""
 
+    ONLY_KEYS: ClassVar[tuple[str, ...]] = (*MatrixSpec.ONLY_KEYS, "cell")
+    # `--only cell=PREFIX,...`: per such option, the hash prefixes of which a kept cell must match one.
+    cell_prefixes: tuple[tuple[str, ...], ...] = field(default=(), compare=False)
     _cells: list[Cell] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -67,8 +70,28 @@ class Matrix(MatrixSpec):
 
     def cells(self) -> list[Cell]:
         if self._cells is None:
-            self._cells = self._expand()
+            self._cells = [cell for cell in self._expand() if all(
+                any(cell.hash.startswith(prefix) for prefix in prefixes) for prefixes in self.cell_prefixes)]
         return list(self._cells)
+
+    def restrict(self, only: list[str]) -> Matrix:
+        """The spec's `restrict`, and `cell=PREFIX[,PREFIX...]`: the cells whose hash starts with one of the
+        prefixes (the hashes `baq run FILE --dry-run` and `baq status FILE` print), to run or rerun single
+        cells. A prefix that starts no cell of the file is a `UserError`."""
+        by_cell = [item for item in only if item.partition("=")[0].strip() == "cell"]
+        narrowed = super().restrict([item for item in only if item not in by_cell]) if len(by_cell) < len(only) \
+            else dataclasses.replace(self)
+        hashes = [cell.hash for cell in self.cells()]
+        for item in by_cell:
+            prefixes = tuple(p.strip().lower() for p in item.partition("=")[2].split(","))
+            unknown = [p for p in prefixes if not p or not any(h.startswith(p) for h in hashes)]
+            if unknown:
+                raise UserError(f"--only cell={unknown[0]}: no cell of {self.path} has a hash starting so; "
+                                f"`baq run {self.path} --dry-run` lists its cells")
+            narrowed.cell_prefixes += (prefixes,)
+        if not narrowed.cells():
+            raise UserError(f"--only {' '.join(only)} leaves no cell of {self.path}")
+        return narrowed
 
     def _expand(self) -> list[Cell]:
         cells: list[Cell] = []

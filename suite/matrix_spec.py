@@ -18,7 +18,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from suite.algorithm_names import algorithm_names
 from suite.data import SOURCES, variants
@@ -98,6 +98,8 @@ class ExpectedCells:
 class MatrixSpec:
     """A validated matrix file: algorithms × datasets × seeds (× each algorithm's variants), one budget."""
 
+    ONLY_KEYS: ClassVar[tuple[str, ...]] = ("algo", "dataset", "seed")  # what `restrict` (`--only`) selects on
+
     name: str
     path: Path
     algorithms: list[str]
@@ -135,8 +137,8 @@ class MatrixSpec:
             key, sep, values = item.partition("=")
             key = key.strip()
             if not sep or key not in axes:
-                raise UserError(f"--only expects KEY=VALUE[,VALUE...] with KEY one of {', '.join(axes)}, "
-                                f"got {item!r}")
+                raise UserError(f"--only expects KEY=VALUE[,VALUE...] with KEY one of {', '.join(self.ONLY_KEYS)}"
+                                f", got {item!r}")
             wanted = {v.strip() for v in values.split(",")}
             listed = [str(v) for v in axes[key]]
             unknown = sorted(wanted - set(listed))

@@ -335,9 +335,26 @@ def test_restrict_keeps_the_selected_cells_and_their_identity(tmp_path: Path) ->
     assert {c.algo for c in full.restrict(["algo=iql,cql", "algo=cql,awac"]).cells()} == {"cql"}
 
 
+def test_restrict_by_cell_hash_prefix(tmp_path: Path) -> None:
+    """`--only cell=PREFIX,...` keeps the cells whose hash starts with one of the prefixes, in the file's
+    order; with other keys, a cell must match them all."""
+    full = load_matrix(write(tmp_path, base('["iql", "cql"]', seeds="[0, 1, 2]") + BUDGET))
+    cells = full.cells()
+    picked = [cells[4], cells[1]]
+    sub = full.restrict([f"cell={picked[0].hash[:6]},{picked[1].hash.upper()}"])
+    assert [c.hash for c in sub.cells()] == [cells[1].hash, cells[4].hash]
+    assert [c.hash for c in sub.restrict(["algo=cql"]).cells()] == [cells[4].hash]
+    assert [c.hash for c in full.restrict(["algo=iql", f"cell={cells[1].hash[:8]}"]).cells()] == [cells[1].hash]
+    assert len(full.cells()) == 6  # the full matrix is left as it was
+    with pytest.raises(UserError, match="leaves no cell of"):
+        full.restrict(["algo=cql", f"cell={cells[1].hash}"])
+
+
 @pytest.mark.parametrize(("only", "expected"), [
-    (["algo"], "--only expects KEY=VALUE[,VALUE...] with KEY one of algo, dataset, seed, got 'algo'"),
-    (["colour=red"], "with KEY one of algo, dataset, seed, got 'colour=red'"),
+    (["algo"], "--only expects KEY=VALUE[,VALUE...] with KEY one of algo, dataset, seed, cell, got 'algo'"),
+    (["colour=red"], "with KEY one of algo, dataset, seed, cell, got 'colour=red'"),
+    (["cell=0000zz"], "--only cell=0000zz: no cell of "),
+    (["cell="], "--only cell=: no cell of "),
     (["algo=ppo,iql"], "--only algo=ppo: not in "),
     (["seed=5"], "its seeds: 0, 1"),
     (["dataset=d4rl:ant-medium-v2"], "its datasets: d4rl:hopper-medium-v2"),
