@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 
@@ -9,6 +10,30 @@ import gymnasium as gym
 import numpy as np
 
 from suite.errors import UserError
+
+log = logging.getLogger(__name__)
+_shown_mujoco_warnings: set[str] = set()
+
+
+def _log_mujoco_warning_once(message: str) -> None:
+    if message not in _shown_mujoco_warnings:
+        _shown_mujoco_warnings.add(message)
+        log.warning("MuJoCo: %s (shown once per process)", message)
+
+
+def route_mujoco_warnings() -> None:
+    """Send MuJoCo's warnings to this module's logger, each distinct one once per process.
+
+    MuJoCo's default handler prints every warning and appends it to MUJOCO_LOG.TXT in the working directory;
+    the HalfCheetah models warn (a deprecated compiler attribute) each time one is built, i.e. at every
+    evaluation, which floods the runner's logs. A handler the user installed is left in place.
+    """
+    try:
+        import mujoco
+    except ImportError:  # no MuJoCo envs to build
+        return
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_log_mujoco_warning_once)
 
 
 def _mujoco_ids() -> list[str]:
@@ -27,6 +52,7 @@ def make_env(env_id: str, seed: int, max_episode_steps: int = 1000) -> gym.Env:
     """
     if max_episode_steps < 1:
         raise UserError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+    route_mujoco_warnings()
     try:
         with warnings.catch_warnings():
             # The -v4 MuJoCo envs are chosen on purpose for D4RL data (docs/datasets.md).

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from suite.envs import route_mujoco_warnings
 from suite.errors import UserError
 
 MAX_EPISODE_STEPS = 1000  # D4RL: episodes of at most 1000 steps
@@ -86,6 +87,7 @@ def collect(
     n_envs = rollout_envs(n_transitions)
     env_seeds, action_seed = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(action_seed)
+    route_mujoco_warnings()
     envs = [gym.make(env_id, max_episode_steps=MAX_EPISODE_STEPS) for _ in range(n_envs)]
     reset_seeds = env_seeds.generate_state(n_envs)
     first_obs = [env.reset(seed=int(s))[0] for env, s in zip(envs, reset_seeds, strict=True)]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
 
+from suite import envs
 from suite.envs import episode_seeds, evaluate, make_env
 from suite.errors import UserError
 
@@ -79,3 +83,17 @@ def test_episode_seeds_depend_only_on_the_seed() -> None:
     assert episode_seeds(5, 4) != episode_seeds(6, 4)
     with pytest.raises(UserError, match="episodes must be >= 1"):
         evaluate(linear_policy, "HalfCheetah-v5", episodes=0, seed=0)
+
+
+def test_mujoco_warnings_are_logged_once_and_not_written_to_the_working_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """HalfCheetah's model warns about a deprecated compiler attribute each time it is built (every
+    evaluation): the suite logs each distinct MuJoCo warning once, and MuJoCo's MUJOCO_LOG.TXT is not written."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(envs, "_shown_mujoco_warnings", set())
+    with caplog.at_level(logging.WARNING, logger="suite.envs"):
+        for seed in range(3):
+            make_env("HalfCheetah-v5", seed=seed)
+    messages = [r.getMessage() for r in caplog.records if r.name == "suite.envs"]
+    assert len(messages) == 1 and messages[0].startswith("MuJoCo: compiler attribute 'settotalmass'")
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
