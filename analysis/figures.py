@@ -37,18 +37,27 @@ def _legend(fig: Figure, methods: list[str], colors: dict) -> None:
     fig.legend(handles, methods, loc="outside lower center", ncols=ncols, frameon=False)
 
 
-def seed_mean_band(values: pd.Series) -> tuple[float, float]:
-    """Mean over seeds and the half-width of its 95% Student-t interval (NaN for a single seed)."""
-    n = len(values)
-    if n < 2:
-        return float(values.mean()), float("nan")
+# With fewer seeds a 95% Student-t interval is wider than the data (t = 12.7 for 2 seeds) and hides the
+# curves, so the band is then the seeds' range: what was observed, not an interval estimate.
+MIN_SEEDS_FOR_INTERVAL = 5
+SEED_BAND = (f"band: the seeds' range with fewer than {MIN_SEEDS_FOR_INTERVAL} seeds, else the 95% Student-t "
+             "interval")
+
+
+def seed_mean_band(values: pd.Series) -> tuple[float, float, float]:
+    """Mean over seeds and the band drawn around it (low, high): the 95% Student-t interval from
+    `MIN_SEEDS_FOR_INTERVAL` seeds on, the seeds' min and max below that."""
+    n, mean = len(values), float(values.mean())
+    if n < MIN_SEEDS_FOR_INTERVAL:
+        return mean, float(values.min()), float(values.max())
     half = scipy.stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)
-    return float(values.mean()), float(half)
+    return mean, mean - float(half), mean + float(half)
 
 
 def learning_curves(curves: pd.DataFrame, methods: list[str], datasets: list[str], colors: dict,
                     switches: dict[str, list[int]]) -> Figure:
-    """Grid of one subplot per task: mean normalized score over seeds vs global step, with a 95% CI band."""
+    """Grid of one subplot per task: mean normalized score over seeds vs global step, with the band of
+    `seed_mean_band`."""
     ncols = min(3, len(datasets))
     nrows = int(np.ceil(len(datasets) / ncols))
     fig = new_figure(max(2.6 * ncols, 4.8), 2.0 * nrows + 0.5)
@@ -62,10 +71,9 @@ def learning_curves(curves: pd.DataFrame, methods: list[str], datasets: list[str
                 continue
             stats = mine.groupby("step")["normalized_score"].apply(seed_mean_band)
             steps = stats.index.to_numpy()
-            mean = np.array([m for m, _ in stats])
-            half = np.array([h for _, h in stats])
+            mean, low, high = (np.array(column) for column in zip(*stats, strict=True))
             ax.plot(steps, mean, color=colors[method], label=method)
-            ax.fill_between(steps, mean - half, mean + half, color=colors[method], alpha=0.2, linewidth=0)
+            ax.fill_between(steps, low, high, color=colors[method], alpha=0.2, linewidth=0)
         if here.empty:
             ax.text(0.5, 0.5, "no finished run", transform=ax.transAxes, ha="center", va="center")
         _switch_lines(ax, switches.get(dataset, []))

@@ -174,7 +174,7 @@ def _curve_figures(writer: _Writer, analysis: Analysis, colors: dict, curves_inp
         switches = {d: sorted(set(g["offline_steps"])) for d, g in curves_input.groupby("dataset")}
         writer.figure("learning_curves", figures.learning_curves(
             curves_input, analysis.methods, analysis.datasets, colors, switches),
-            "per-task learning curves (mean and 95% t-interval over seeds; dashed: offline→online)")
+            f"per-task learning curves (mean over seeds; {figures.SEED_BAND}; dashed: offline→online)")
     if not curves.empty:
         writer.figure("iqm_curve", figures.iqm_curve(curves, analysis.methods, colors, switch_steps),
                       "aggregate IQM vs step with 95% stratified-bootstrap band")

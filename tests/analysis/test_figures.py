@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import matplotlib.colors
 import matplotlib.image
 import numpy as np
 import pandas as pd
@@ -62,16 +63,24 @@ def test_learning_curves_draw_every_method_in_its_colour(curves):
     assert np.allclose(baq.get_ydata(), mean_baq.to_numpy())
     switch = [line for line in axes[0].get_lines() if line.get_linestyle() == "--"]
     assert len(switch) == 1 and switch[0].get_xdata()[0] == 1000
-    assert len(axes[0].findobj(PolyCollection)) == len(METHODS)  # one CI band per method
+    assert len(axes[0].findobj(PolyCollection)) == len(METHODS)  # one seed band per method
+    # 3 seeds: the band spans the seeds' lowest and highest score
+    baq_scores = curves[(curves["method"] == "BAQ") & (curves["dataset"] == "d4rl:hopper-medium-v2")]
+    band = next(p for p in axes[0].findobj(PolyCollection)
+                if tuple(p.get_facecolor()[0][:3]) == tuple(matplotlib.colors.to_rgb(colors["BAQ"])))
+    band_y = band.get_paths()[0].vertices[:, 1]
+    assert band_y.min() == pytest.approx(baq_scores["normalized_score"].min())
+    assert band_y.max() == pytest.approx(baq_scores["normalized_score"].max())
     _texts_are_readable(fig)
 
 
-def test_seed_band_is_the_student_t_interval():
-    mean, half = figures.seed_mean_band(pd.Series([1.0, 2.0, 6.0]))
-    assert mean == pytest.approx(3.0)
-    # t(0.975, 2) = 4.302653; std = sqrt(7); half = t · std / sqrt(3).
-    assert half == pytest.approx(4.302653 * np.sqrt(7.0) / np.sqrt(3.0), rel=1e-5)
-    assert np.isnan(figures.seed_mean_band(pd.Series([5.0]))[1])
+def test_seed_band_is_the_range_below_five_seeds_and_the_student_t_interval_from_five():
+    assert figures.seed_mean_band(pd.Series([1.0, 2.0, 6.0])) == pytest.approx((3.0, 1.0, 6.0))
+    assert figures.seed_mean_band(pd.Series([5.0])) == pytest.approx((5.0, 5.0, 5.0))
+    mean, low, high = figures.seed_mean_band(pd.Series([1.0, 2.0, 6.0, 3.0, 8.0]))
+    # mean 4, std = sqrt(8.5), t(0.975, 4) = 2.776445; half = t · std / sqrt(5).
+    half = 2.776445 * np.sqrt(8.5) / np.sqrt(5.0)
+    assert (mean, low, high) == pytest.approx((4.0, 4.0 - half, 4.0 + half), rel=1e-5)
 
 
 def test_aggregate_figures_are_readable_and_saved_as_valid_files(tmp_path):
