@@ -79,8 +79,7 @@ class Matrix(MatrixSpec):
         prefixes (the hashes `baq run FILE --dry-run` and `baq status FILE` print), to run or rerun single
         cells. A prefix that starts no cell of the file is a `UserError`."""
         by_cell = [item for item in only if item.partition("=")[0].strip() == "cell"]
-        narrowed = super().restrict([item for item in only if item not in by_cell]) if len(by_cell) < len(only) \
-            else dataclasses.replace(self)
+        narrowed = super().restrict([item for item in only if item not in by_cell])
         hashes = [cell.hash for cell in self.cells()]
         for item in by_cell:
             prefixes = tuple(p.strip().lower() for p in item.partition("=")[2].split(","))
