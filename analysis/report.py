@@ -115,9 +115,9 @@ def report(source: str | None, *, tracking_uri: str | None, out_dir: Path, seed:
     writer.csv("switch_summary.csv", switch.switch_summary(dips),
                "per (method, task): mean drop after the switch over seeds, worst drop, runs recovered")
     colors = method_colors(analysis.methods)
-    variant_lines = variants.write_outputs(writer, analysis, aggregates, matrices, dips, colors, seed=seed,
-                                           reps=reps)
     curves_input = loaded.scores.merge(used[["run_id", "method", "offline_steps"]], on="run_id")
+    variant_lines = variants.write_outputs(writer, analysis, aggregates, matrices, dips, curves_input, colors,
+                                           seed=seed, reps=reps)
     switch_of_method = used.groupby("method")["offline_steps"].max().to_dict()
     known = len(matrices.warnings)
     curves = aggregate.iqm_curves(curves_input, matrices, seed, reps, switch_of_method)

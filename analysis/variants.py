@@ -30,7 +30,7 @@ from analysis.style import figure_style
 
 PREFERRED_REFERENCE = "iql"
 STATS_COLUMNS = ["method", "algorithm", "role", "n_runs", "n_tasks", "final", "final_low", "final_high",
-                 "drop", "drop_low", "drop_high"]
+                 "drop", "drop_low", "drop_high", "same_evals", "paired_runs"]
 POI_COLUMNS = ["variant", "reference", "phase", "probability", "ci_low", "ci_high", "n_runs_variant",
                "n_runs_reference", "n_tasks"]
 
@@ -96,15 +96,35 @@ def _drop_matrix(method: str, matrices: aggregate.ScoreMatrices, dips: pd.DataFr
     return table.loc[sorted(table.index), matrices.tasks].to_numpy(dtype=float)
 
 
+def same_evals_as_reference(variants: Variants, histories: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per method: (runs whose eval history, every step and normalized score, equals the reference's run on the
+    same task and seed exactly; runs that have such a reference run). A variant that switches the method's
+    parts off should reproduce the reference number for number (docs/baq.md, *Ablation*): this counts it."""
+    if variants.reference is None or histories.empty:
+        return {}
+    keyed = {key: run[["step", "normalized_score"]].sort_values("step").to_numpy()
+             for key, run in histories.groupby(["method", "dataset", "seed"], sort=False)}
+    counts = {}
+    for method in variants.methods:
+        pairs = [(evals, keyed[(variants.reference, task, seed)]) for (m, task, seed), evals in keyed.items()
+                 if m == method and (variants.reference, task, seed) in keyed]
+        counts[method] = (sum(a.shape == b.shape and bool((a == b).all()) for a, b in pairs), len(pairs))
+    return counts
+
+
 def _mean(scores: np.ndarray) -> np.ndarray:
     return np.array([metrics.aggregate_mean(scores)])
 
 
 def variant_stats(variants: Variants, aggregates: pd.DataFrame, matrices: aggregate.ScoreMatrices,
-                  dips: pd.DataFrame, seed: int, reps: int) -> tuple[pd.DataFrame, list[str]]:
+                  dips: pd.DataFrame, seed: int, reps: int,
+                  histories: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per variant and the reference: the final score (rliable's Mean of the end-of-online scores, as
     in `aggregates`) and the drop after the switch (mean over tasks of the mean over seeds), each with its 95%
-    stratified-bootstrap interval; and a warning for each method in the aggregates without drops."""
+    stratified-bootstrap interval; with `histories` (eval histories with `method`) the count of each variant's
+    runs that equal the reference's (`same_evals` of `paired_runs`); and a warning for each method in the
+    aggregates without drops."""
+    same = same_evals_as_reference(variants, histories) if histories is not None else {}
     finals = aggregates[(aggregates["phase"] == "online") & (aggregates["metric"] == "Mean")].set_index(
         "algorithm")
     rows, warnings = [], []
@@ -117,6 +137,8 @@ def variant_stats(variants: Variants, aggregates: pd.DataFrame, matrices: aggreg
             final = finals.loc[method]
             row.update(final=final["value"], final_low=final["ci_low"], final_high=final["ci_high"],
                        n_runs=final["n_runs"], n_tasks=final["n_tasks"])
+        if method in same:
+            row.update(same_evals=same[method][0], paired_runs=same[method][1])
         drops = _drop_matrix(method, matrices, dips)
         if drops is not None:
             with aggregate.seeded_global_rng(seed, "drop", method):
@@ -128,7 +150,7 @@ def variant_stats(variants: Variants, aggregates: pd.DataFrame, matrices: aggreg
                             "switch; no drop after the switch in variants.csv and the sensitivity figures")
         rows.append(row)
     frame = pd.DataFrame(rows, columns=STATS_COLUMNS)
-    return frame.astype({"n_runs": "Int64", "n_tasks": "Int64"}), warnings
+    return frame.astype({c: "Int64" for c in ("n_runs", "n_tasks", "same_evals", "paired_runs")}), warnings
 
 
 def improvement_over_reference(variants: Variants, matrices: aggregate.ScoreMatrices, seed: int,
@@ -164,9 +186,10 @@ def improvement_markdown(variants: Variants, stats: pd.DataFrame, poi: pd.DataFr
              "mean normalized score at the end of online fine-tuning; drop: end-of-offline score minus the "
              "lowest eval in the first 20% of the online phase (positive = a dip). Each is the estimate and "
              f"its 95% stratified-bootstrap interval over seeds (percentile, {reps} replications, seed "
-             f"{seed}).", "",
+             f"{seed}). Same evals: how many of the variant's runs have exactly the eval history (every step "
+             f"and score) of {ref}'s run on the same task and seed.", "",
              f"| Method | Runs × tasks | Final score | Drop after the switch | P(> {ref}), end of online | "
-             f"P(> {ref}), end of offline |", "|---|---:|---:|---:|---:|---:|"]
+             f"P(> {ref}), end of offline | Same evals as {ref} |", "|---|---:|---:|---:|---:|---:|---:|"]
     by_pair = poi.set_index(["variant", "phase"])
     for row in stats.itertuples(index=False):
         probs = []
@@ -177,8 +200,10 @@ def improvement_markdown(variants: Variants, stats: pd.DataFrame, poi: pd.DataFr
         if row.role == "reference":
             probs = ["(reference)", "(reference)"]
         size = "—" if pd.isna(row.n_runs) else f"{row.n_runs} × {row.n_tasks}"
+        same = "—" if pd.isna(row.paired_runs) else f"{row.same_evals} of {row.paired_runs}"
         lines.append(f"| {row.method} | {size} | {_interval(row.final, row.final_low, row.final_high, 1)} | "
-                     f"{_interval(row.drop, row.drop_low, row.drop_high, 1)} | {probs[0]} | {probs[1]} |")
+                     f"{_interval(row.drop, row.drop_low, row.drop_high, 1)} | {probs[0]} | {probs[1]} | "
+                     f"{same} |")
     return "\n".join(lines) + "\n"
 
 
@@ -212,17 +237,18 @@ def sensitivity_figures(analysis: Analysis, stats: pd.DataFrame,
 
 
 def write_outputs(writer: Writer, analysis: Analysis, aggregates: pd.DataFrame,
-                  matrices: aggregate.ScoreMatrices, dips: pd.DataFrame, colors: dict, *, seed: int,
-                  reps: int) -> list[str]:
+                  matrices: aggregate.ScoreMatrices, dips: pd.DataFrame, histories: pd.DataFrame, colors: dict,
+                  *, seed: int, reps: int) -> list[str]:
     """Write the variant outputs that apply (none without a swept algorithm; the probability of improvement
-    only with a reference) and return the README's lines about them; warnings go to `analysis.warnings`."""
+    only with a reference) and return the README's lines about them; warnings go to `analysis.warnings`.
+    `histories`: the used runs' eval histories with their `method`."""
     variants = find_variants(analysis)
     if not variants.by_algorithm or aggregates.empty:
         return []
-    stats, warnings = variant_stats(variants, aggregates, matrices, dips, seed, reps)
+    stats, warnings = variant_stats(variants, aggregates, matrices, dips, seed, reps, histories)
     analysis.warnings.extend(warnings)
     writer.csv("variants.csv", stats, "per variant of a swept algorithm and the reference: final score and "
-               "drop after the switch with 95% bootstrap intervals over seeds")
+               "drop after the switch with 95% bootstrap intervals over seeds, runs with the reference's evals")
     lines = [f"- Variants (methods of a swept algorithm) are measured against a reference: {variants.rule}."]
     ref_rows = stats[stats["role"] == "reference"]
     reference = ref_rows.rename(columns=_AS_POINTS).iloc[0] if len(ref_rows) else None

@@ -34,6 +34,12 @@ def _built(synthetic_runs, records: list[dict]):
     return analysis, matrices, switch.switch_dips(loaded.scores, used)
 
 
+def _histories(synthetic_runs, records: list[dict]) -> pd.DataFrame:
+    loaded = synthetic_runs(records)
+    used = analyse(loaded).runs.query("used")
+    return loaded.scores.merge(used[["run_id", "method"]], on="run_id")
+
+
 class Recorder:
     """A report writer that keeps what it is given instead of writing files."""
 
@@ -127,6 +133,27 @@ def test_drops_per_variant_with_intervals_over_seeds(synthetic_runs):
     assert summary.loc["BAQ (schedule=step)", "drop_max"] == 3.0
 
 
+def test_same_evals_counts_runs_equal_to_the_reference_on_the_same_seed(synthetic_runs):
+    records = [_record("iql", s, 50.0, 40.0 + s) for s in range(2)]
+    records += [_record("baq", s, 50.0, 40.0 + s, kappa0=0.0) for s in range(2)]  # both seeds equal IQL's
+    records += [_record("baq", s, 50.0, 40.0, lambda0=0.0) for s in range(2)]  # seed 0 equals, seed 1 not
+    records += [_record("baq", s, 50.0, 41.0 - s, priority="none") for s in range(2)]  # IQL's, seeds swapped
+    analysis, matrices, dips = _built(synthetic_runs, records)
+    aggregates = aggregate.interval_estimates(matrices.matrices, seed=0, reps=REPS)
+    found = variants.find_variants(analysis)
+    stats, _ = variants.variant_stats(found, aggregates, matrices, dips, seed=0, reps=REPS,
+                                      histories=_histories(synthetic_runs, records))
+    same = stats.set_index("method")[["same_evals", "paired_runs"]]
+    assert same.loc["BAQ (kappa0=0)"].tolist() == [2, 2]
+    assert same.loc["BAQ (lambda0=0)"].tolist() == [1, 2]
+    assert same.loc["BAQ (priority=none)"].tolist() == [0, 2]
+    assert same.loc["IQL"].isna().all()
+    markdown = variants.improvement_markdown(found, stats, variants.improvement_over_reference(
+        found, matrices, seed=0, reps=REPS), seed=0, reps=REPS)
+    assert "| BAQ (kappa0=0) | 2 × 1 |" in markdown and markdown.count("| 2 of 2 |") == 1
+    assert "| (reference) | (reference) | — |" in markdown
+
+
 def test_outputs_only_where_they_apply(synthetic_runs):
     swept_no_reference = [_record(a, s, 40.0, 50.0 + s) for a in ("cql", "awac") for s in range(2)]
     swept_no_reference += [_record("baq", s, 40.0, 45.0 + s, lambda0=v) for s in range(2) for v in (0.0, 0.3)]
@@ -137,7 +164,8 @@ def test_outputs_only_where_they_apply(synthetic_runs):
         aggregates = aggregate.interval_estimates(matrices.matrices, seed=0, reps=20)
         writer = Recorder()
         lines = variants.write_outputs(writer, analysis, aggregates, matrices, dips,
-                                       method_colors(analysis.methods), seed=0, reps=20)
+                                       _histories(synthetic_runs, records), method_colors(analysis.methods),
+                                       seed=0, reps=20)
         written[name] = (sorted(writer.files), lines)
     assert written["no sweep"] == ([], [])
     files, lines = written["no reference"]
@@ -178,16 +206,20 @@ def test_ablation_report_writes_variant_tables_and_figures(store, tmp_path, curv
     matrix_file.write_text(ABLATION_TOML)
     name, matrix = matrix_from_file(matrix_file)
     exp = store.experiment(name, tmp_path)
-    for i, overrides in enumerate(matrix["variants"]["baq"]):
-        for seed in range(2):
-            scores = curve(100, 100, 40.0, 60.0 + i + seed, 10)
-            scores[110] = 40.0 - i - 2 * seed  # the dip: i + 2·seed
-            store.log_run(exp, algo="baq", dataset=TASK, seed=seed, offline_steps=100, scores=scores,
-                          overrides=overrides)
+    iql_scores = []
     for seed in range(2):
         scores = curve(100, 100, 40.0, 50.0 + seed, 10)
         scores[110] = 30.0  # IQL's dip: 10 on both seeds
         store.log_run(exp, algo="iql", dataset=TASK, seed=seed, offline_steps=100, scores=scores)
+        iql_scores.append(scores)
+    for i, overrides in enumerate(matrix["variants"]["baq"]):
+        for seed in range(2):
+            scores = curve(100, 100, 40.0, 60.0 + i + seed, 10)
+            scores[110] = 40.0 - i - 2 * seed  # the dip: i + 2·seed
+            if overrides.get("priority") == "none":  # everything off: IQL's evals, as the real cells give
+                scores = iql_scores[seed]
+            store.log_run(exp, algo="baq", dataset=TASK, seed=seed, offline_steps=100, scores=scores,
+                          overrides=overrides)
     first = report(name, tracking_uri=store.uri, out_dir=tmp_path / "a", seed=0, reps=REPS, matrix=matrix)
     second = report(name, tracking_uri=store.uri, out_dir=tmp_path / "b", seed=0, reps=REPS, matrix=matrix)
     tables = ["variants.csv", "improvement_over_reference.csv", "improvement_over_reference.md",
@@ -203,10 +235,16 @@ def test_ablation_report_writes_variant_tables_and_figures(store, tmp_path, curv
     poi = pd.read_csv(first / "improvement_over_reference.csv")
     online = poi[poi["phase"] == "online"].set_index("variant")
     assert set(online.index) == set(labels) - {"IQL"} and (online["reference"] == "IQL").all()
-    assert (online["probability"] == 1.0).all()  # every variant ends above both IQL runs
+    everything_off = "BAQ (kappa0=0, lambda0=0, priority=none)"
+    assert online.loc[everything_off, "probability"] == 0.5  # IQL's own runs: every comparison a tie
+    assert (online.drop(everything_off)["probability"] == 1.0).all()  # the others end above both IQL runs
     assert (poi.loc[poi["phase"] == "offline", "probability"] == 0.5).all()  # all end offline at 40
     markdown = (first / "improvement_over_reference.md").read_text()
     assert "| BAQ (schedule=step) | 2 × 1 | 62.5 [62.0, 63.0] | 3.0 [2.0, 4.0] | 1.00 [1.00, 1.00] |" in markdown
+    assert f"| {everything_off} | 2 × 1 | 50.5 [50.0, 51.0] | 10.0 [10.0, 10.0] |" in markdown
+    assert markdown.count("| 2 of 2 |") == 1 and markdown.count("| 0 of 2 |") == 4
+    same = pd.read_csv(first / "variants.csv").set_index("method")
+    assert same.loc[everything_off, ["same_evals", "paired_runs"]].tolist() == [2, 2]
     assert "Reference: IQL (the report has IQL and does not sweep it)" in markdown
     readme = (first / "README.md").read_text()
     assert "measured against a reference: IQL" in readme and "`improvement_over_reference.md`" in readme
