@@ -99,7 +99,7 @@ def _drop_matrix(method: str, matrices: aggregate.ScoreMatrices, dips: pd.DataFr
 def same_evals_as_reference(variants: Variants, histories: pd.DataFrame) -> dict[str, tuple[int, int]]:
     """Per method: (runs whose eval history, every step and normalized score, equals the reference's run on the
     same task and seed exactly; runs that have such a reference run). A variant that switches the method's
-    parts off should reproduce the reference number for number (docs/baq.md, *Ablation*): this counts it."""
+    parts off should reproduce the reference number for number (docs/baq.md, *Guarantees*): this counts it."""
     if variants.reference is None or histories.empty:
         return {}
     keyed = {key: run[["step", "normalized_score"]].sort_values("step").to_numpy()
@@ -200,7 +200,7 @@ def improvement_markdown(variants: Variants, stats: pd.DataFrame, poi: pd.DataFr
         if row.role == "reference":
             probs = ["(reference)", "(reference)"]
         size = "—" if pd.isna(row.n_runs) else f"{row.n_runs} × {row.n_tasks}"
-        same = "—" if pd.isna(row.paired_runs) else f"{row.same_evals} of {row.paired_runs}"
+        same = "—" if pd.isna(row.paired_runs) or row.paired_runs == 0 else f"{row.same_evals} of {row.paired_runs}"
         lines.append(f"| {row.method} | {size} | {_interval(row.final, row.final_low, row.final_high, 1)} | "
                      f"{_interval(row.drop, row.drop_low, row.drop_high, 1)} | {probs[0]} | {probs[1]} | "
                      f"{same} |")
