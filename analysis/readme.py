@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.code_versions import training_code_lines
 from analysis.scores import Analysis, format_value
 from analysis.style import task_names
 from analysis.tables import ScoreTable
@@ -22,14 +23,14 @@ def _source(name: str) -> str:
 
 
 def _git_lines(runs: pd.DataFrame) -> list[str]:
+    """One line per commit the runs record, then whether those commits share their training code."""
+    shas = runs["git_sha"].fillna("").astype(str)
+    dirty = runs["git_dirty"].astype(str).str.lower() == "true"
     lines = []
-    for sha, group in runs.groupby(runs["git_sha"].replace("", "(unknown)"), sort=True):
-        dirty = " (dirty working tree in some runs)" if (group["git_dirty"].astype(str).str.lower()
-                                                         == "true").any() else ""
-        lines.append(f"  - `{sha}`: {len(group)} run(s){dirty}")
-    if len(lines) > 1:
-        lines.append("  - Runs come from more than one commit: compare them with care.")
-    return lines
+    for sha, group in runs.groupby(shas.replace("", "(unknown)"), sort=True):
+        flag = " (dirty working tree in some runs)" if dirty[group.index].any() else ""
+        lines.append(f"  - `{sha}`: {len(group)} run(s){flag}")
+    return lines + training_code_lines(shas.tolist(), any_dirty=bool(dirty.any()))
 
 
 def _cpu_lines(runs: pd.DataFrame) -> list[str]:
