@@ -10,6 +10,12 @@ shrink). Per run, from its eval history:
 - `drop` = offline_end − lowest (positive: a dip; negative: no eval in the window fell below the switch);
 - `recovery_steps`: online steps until the first online eval at or above `offline_end` (NaN if none is).
 
+- `offline_drop_mean`, `offline_drop_max` over `offline_windows` placebo switches: the same statistic (eval
+  minus the lowest eval in the next `window_steps`) at every eval of the second half of the offline phase
+  whose window ends by the switch. It is the drop the run shows with no switch at all: a policy whose evals
+  swing by 20 points between checkpoints offline will "drop" that much after the switch too, so a drop
+  means something only where it stands above the offline ones.
+
 A single eval is itself noisy (10 episodes on Hopper move by ±10 points), so compare drops over seeds.
 """
 
@@ -21,10 +27,15 @@ import pandas as pd
 from suite.errors import UserError
 
 WINDOW_FRACTION = 0.2
+# Placebo switches start halfway through the offline phase: early offline training still climbs, and a
+# rising score would make the no-switch drops look smaller than they are.
+PLACEBO_FROM = 0.5
 DIP_COLUMNS = ["run_id", "method", "algorithm", "dataset", "seed", "offline_end", "lowest", "lowest_step",
-               "drop", "recovery_steps", "window_steps"]
+               "drop", "recovery_steps", "window_steps", "offline_drop_mean", "offline_drop_max",
+               "offline_windows"]
 SUMMARY_COLUMNS = ["method", "algorithm", "dataset", "n", "offline_end_mean", "lowest_mean", "drop_mean",
-                   "drop_std", "drop_max", "recovered", "recovery_steps_median"]
+                   "drop_std", "drop_max", "recovered", "recovery_steps_median", "offline_drop_mean",
+                   "offline_drop_max"]
 
 
 def switch_dips(scores: pd.DataFrame, used_runs: pd.DataFrame,
@@ -57,8 +68,24 @@ def switch_dips(scores: pd.DataFrame, used_runs: pd.DataFrame,
                      "lowest": float(in_window.loc[lowest_at, "normalized_score"]),
                      "lowest_step": int(in_window.loc[lowest_at, "step"] - run.offline_steps),
                      "drop": offline_end - float(in_window.loc[lowest_at, "normalized_score"]),
-                     "recovery_steps": recovery, "window_steps": int(window)})
+                     "recovery_steps": recovery, "window_steps": int(window),
+                     **_offline_drops(before, window, run.offline_steps)})
     return pd.DataFrame(rows, columns=DIP_COLUMNS)
+
+
+def _offline_drops(before: pd.DataFrame, window: float, offline_steps: int) -> dict[str, float]:
+    """The drop statistic at placebo switches: each eval from PLACEBO_FROM of the offline phase on whose
+    `window` ends by the real switch, minus the lowest eval inside that window (evals sorted by step)."""
+    steps, values = before["step"].to_numpy(), before["normalized_score"].to_numpy()
+    drops = []
+    for i, step in enumerate(steps):
+        if step < PLACEBO_FROM * offline_steps or step + window > offline_steps:
+            continue
+        ahead = values[(steps > step) & (steps <= step + window)]
+        if len(ahead):
+            drops.append(float(values[i] - ahead.min()))
+    return {"offline_drop_mean": float(np.mean(drops)) if drops else np.nan,
+            "offline_drop_max": max(drops) if drops else np.nan, "offline_windows": len(drops)}
 
 
 def switch_summary(dips: pd.DataFrame) -> pd.DataFrame:
@@ -72,5 +99,7 @@ def switch_summary(dips: pd.DataFrame) -> pd.DataFrame:
                      # Sample standard deviation over seeds; undefined (NaN) for one seed.
                      "drop_std": group["drop"].std(ddof=1) if len(group) > 1 else np.nan,
                      "drop_max": group["drop"].max(), "recovered": f"{len(recovered)}/{len(group)}",
-                     "recovery_steps_median": recovered.median() if len(recovered) else np.nan})
+                     "recovery_steps_median": recovered.median() if len(recovered) else np.nan,
+                     "offline_drop_mean": group["offline_drop_mean"].mean(),
+                     "offline_drop_max": group["offline_drop_max"].max()})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -68,3 +68,25 @@ def test_summary_has_one_row_per_variant_of_one_algorithm() -> None:
     assert summary["drop_mean"].to_dict() == {"BAQ (schedule=linear)": 4.5,
                                               "BAQ (kappa0=0, lambda0=0, priority=none)": 10.5}
     assert (summary["algorithm"] == "baq").all() and (summary["n"] == 2).all()
+
+
+def test_offline_drops_are_the_same_statistic_at_placebo_switches_by_hand() -> None:
+    # Offline 100 steps, online 100: window = 20 steps. Placebo switches: evals at steps >= 50 whose window
+    # (step, step + 20] ends by 100, i.e. 50, 60, 70, 80. Step 40 is in the first half, 90 and 100 reach past
+    # the switch.
+    evals = {40: 0.0, 50: 30.0, 60: 45.0, 70: 25.0, 80: 40.0, 90: 38.0, 100: 42.0, 110: 20.0, 200: 50.0}
+    out = switch_dips(_history("a", evals), _runs("a")).iloc[0]
+    # 50: 30 − min(45, 25) = 5; 60: 45 − min(25, 40) = 20; 70: 25 − min(40, 38) = −13; 80: 40 − min(38, 42) = 2.
+    assert out["offline_windows"] == 4
+    assert out["offline_drop_mean"] == pytest.approx((5.0 + 20.0 - 13.0 + 2.0) / 4)
+    assert out["offline_drop_max"] == 20.0
+    assert out["drop"] == 22.0  # the real switch: 42 − 20, above every placebo drop
+
+    # Evals too sparse for a placebo window inside the offline phase: no placebo drops, NaN, not 0.
+    sparse = switch_dips(_history("b", {100: 50.0, 110: 40.0, 200: 60.0}), _runs("b")).iloc[0]
+    assert sparse["offline_windows"] == 0 and np.isnan(sparse["offline_drop_mean"])
+    summary = switch_summary(pd.concat([switch_dips(_history("a", evals), _runs("a")),
+                                        switch_dips(_history("b", {100: 50.0, 110: 40.0, 200: 60.0}),
+                                                    _runs("b", seeds=[1]))])).iloc[0]
+    assert summary["offline_drop_mean"] == pytest.approx(3.5)  # NaN of run b skipped
+    assert summary["offline_drop_max"] == 20.0
