@@ -8,8 +8,7 @@ shrink). Per run, from its eval history:
   online steps (default 0.2: the first 10k of 50k, the first 200k of CORL's 1M) and at least up to the
   first online eval, and its `lowest_step` counted from the switch;
 - `drop` = offline_end − lowest (positive: a dip; negative: no eval in the window fell below the switch);
-- `recovery_steps`: online steps until the first online eval at or above `offline_end` (NaN if none is).
-
+- `recovery_steps`: online steps until the first online eval at or above `offline_end` (NaN if none is);
 - `offline_drop_mean`, `offline_drop_max` over `offline_windows` placebo switches: the same statistic (eval
   minus the lowest eval in the next `window_steps`) at every eval of the second half of the offline phase
   whose window ends by the switch. It is the drop the run shows with no switch at all: a policy whose evals
